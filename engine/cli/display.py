@@ -1,0 +1,133 @@
+"""What the terminal shows: progress while a run goes, tables and errors after it."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from types import TracebackType
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from engine.execute.local import RowsWritten
+from engine.plan.job import Job
+from engine.run import RunPlanned, RunSummary
+from engine.work.worker import TaskResult
+
+out = Console()
+err = Console(stderr=True)
+
+
+class RunProgress:
+    """A progress bar over intervals, with rows written and rows per second."""
+
+    def __init__(self, enabled: bool = True) -> None:
+        self._progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("intervals"),
+            TextColumn("{task.fields[rows]:,} rows"),
+            TextColumn("{task.fields[rate]:,.0f} rows/s"),
+            TimeElapsedColumn(),
+            console=err,
+            disable=not enabled,
+        )
+        self._bar: Any = None
+        self._rows = 0
+
+    def __enter__(self) -> RunProgress:
+        self._progress.start()
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._progress.stop()
+
+    def update(self, event: object) -> None:
+        """Take one event of the run (see engine.run.RunPlanned and engine.execute.local)."""
+        if isinstance(event, RunPlanned):
+            for note in event.notes:
+                err.print(f"[yellow]Note:[/] {note}")
+            self._bar = self._progress.add_task(event.job, total=len(event.tasks), rows=0, rate=0.0)
+            return
+        if self._bar is None:
+            return
+        if isinstance(event, RowsWritten):
+            self._rows += event.rows
+        elif isinstance(event, TaskResult):
+            self._progress.advance(self._bar)
+        elapsed = self._progress.tasks[0].elapsed or 0.0
+        rate = self._rows / elapsed if elapsed else 0.0
+        self._progress.update(self._bar, rows=self._rows, rate=rate)
+
+
+def print_summary(summary: RunSummary) -> None:
+    """Rows and failures per feature view, resource builds per worker, wall time."""
+    views = Table(title=f"Run {summary.run_id} of job '{summary.job}'")
+    for column in ("feature view", "intervals", "failed", "rows"):
+        views.add_column(column, justify="left" if column == "feature view" else "right")
+    per_view: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])
+    for result in summary.results:
+        counts = per_view[result.task.feature_view]
+        counts[0] += 1
+        counts[1] += not result.ok
+        counts[2] += result.rows
+    for name, (intervals, failed, rows) in per_view.items():
+        views.add_row(name, str(intervals), str(failed), f"{rows:,}")
+    out.print(views)
+    builds = Table(title="Resource builds per worker")
+    builds.add_column("worker")
+    builds.add_column("provider")
+    builds.add_column("builds", justify="right")
+    builds.add_column("teardowns", justify="right")
+    for report in summary.workers:
+        for provider, count in sorted(report.builds.items()):
+            builds.add_row(
+                str(report.worker), provider, str(count), str(report.teardowns.get(provider, 0))
+            )
+    if builds.row_count:
+        out.print(builds)
+    state = (
+        "[green]succeeded[/]" if summary.ok else f"[red]{len(summary.failed)} interval(s) failed[/]"
+    )
+    out.print(f"{state} in {summary.seconds:.1f} s; output under {summary.output}/")
+
+
+def print_failures(summary: RunSummary, debug: bool) -> None:
+    """Each failed interval with its one-paragraph error (and traceback with --debug)."""
+    for result in summary.failed:
+        # markup off: errors quote user data, which may contain [brackets].
+        err.print(f"Failed {result.task.label}: {result.error_kind}: {result.error}", markup=False)
+        if debug and result.detail:
+            err.print(result.detail, highlight=False, markup=False)
+
+
+def print_job(job: Job, notes: list[str]) -> None:
+    """The job's feature views and what they need."""
+    table = Table(title=f"Job '{job.name}' is valid")
+    for column in ("feature view", "mode", "source", "schedule", "features", "resources"):
+        table.add_column(column)
+    for view in job.feature_views.values():
+        table.add_row(
+            view.name,
+            view.mode,
+            view.source.name,
+            str(view.batch_schedule),
+            ", ".join(f"{f.name}: {f.dtype!r}" for f in view.features),
+            ", ".join(f"{k} ({p.name})" for k, p in view.resource_providers) or "-",
+        )
+    for view in job.realtime_views.values():
+        table.add_row(
+            view.name,
+            f"realtime {view.mode}",
+            "request",
+            "-",
+            ", ".join(f"{f.name}: {f.dtype!r}" for f in view.features),
+            ", ".join(f"{k} ({p.name})" for k, p in view.resource_providers) or "-",
+        )
+    out.print(table)
+    for note in notes:
+        err.print(f"[yellow]Note:[/] {note}")

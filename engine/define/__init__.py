@@ -1,0 +1,1 @@
+"""Definitions: the plain, validated objects a job file declares. Nothing here runs user code."""

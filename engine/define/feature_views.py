@@ -1,0 +1,364 @@
+"""`@batch_feature_view` and `@realtime_feature_view`: declarations, validated when made."""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import inspect
+import json
+import textwrap
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from engine.define.fields import Attribute, Entity, Field
+from engine.define.resources import ResourceProvider, SecretSpec, check_secrets
+from engine.define.schedule import as_utc, parse_duration
+from engine.define.sources import BatchSource, PythonConfig, RequestSource
+from engine.define.types import DataType, Timestamp
+from engine.errors import DefinitionError
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+BATCH_MODES = ("python", "pandas", "polars", "pyarrow")
+REALTIME_MODES = ("python",)
+DEFAULT_MICRO_BATCH_SIZE = 10_000
+DEFAULT_CONCURRENCY = {"python": 64, "pandas": 4, "polars": 4, "pyarrow": 4}
+
+
+@dataclass(frozen=True, eq=False)
+class BatchFeatureView:
+    """A declared batch feature view: its transform, source, keys, features and schedule.
+
+    Only a worker calls `function`. `micro_batch_size` is the number of source rows handed
+    to the transform per batch (frame modes) or grouped per written batch (python mode);
+    `concurrency` is how many transform calls may be in flight at once in one worker.
+    """
+
+    name: str
+    function: Callable[..., Any]
+    mode: str
+    sources: tuple[BatchSource, ...]
+    entities: tuple[Entity, ...]
+    timestamp_field: str
+    features: tuple[Attribute, ...]
+    batch_schedule: timedelta
+    feature_start_time: datetime
+    resource_providers: tuple[tuple[str, ResourceProvider], ...]
+    secrets: tuple[tuple[str, SecretSpec], ...]
+    environment: str | None
+    offline: bool
+    online: bool
+    ttl: timedelta | None
+    micro_batch_size: int
+    concurrency: int
+    description: str | None
+    owner: str | None
+    tags: tuple[tuple[str, str], ...]
+
+    @property
+    def source(self) -> BatchSource:
+        return self.sources[0]
+
+    @property
+    def join_keys(self) -> tuple[Field, ...]:
+        return tuple(key for entity in self.entities for key in entity.join_keys)
+
+    @property
+    def window_field(self) -> str:
+        """The source column the interval window filters on."""
+        return self.source.batch_config.timestamp_field or self.timestamp_field
+
+    @property
+    def is_async(self) -> bool:
+        return inspect.iscoroutinefunction(self.function)
+
+    @property
+    def takes_context(self) -> bool:
+        return "context" in inspect.signature(self.function).parameters
+
+    def output_schema(self) -> pa.Schema:
+        """Join keys, the timestamp, then the features, with their declared Arrow types."""
+        import pyarrow as pa
+
+        columns = [(k.name, k.dtype) for k in self.join_keys]
+        columns += [(self.timestamp_field, Timestamp)]
+        columns += [(f.name, f.dtype) for f in self.features]
+        return pa.schema([pa.field(name, dtype.to_arrow()) for name, dtype in columns])
+
+    @property
+    def fingerprint(self) -> str:
+        """A hash of everything that decides the output; a change marks old output stale."""
+        config = self.source.batch_config
+        parts = {
+            "mode": self.mode,
+            "source": _source_text(config.loader)
+            if isinstance(config, PythonConfig)
+            else repr(config),
+            "keys": repr(self.join_keys),
+            "timestamp_field": self.timestamp_field,
+            "features": repr(tuple((f.name, f.dtype) for f in self.features)),
+            "batch_schedule": str(self.batch_schedule),
+            "feature_start_time": self.feature_start_time.isoformat(),
+            "transform": _source_text(self.function),
+            "resources": repr(tuple((k, p.name) for k, p in self.resource_providers)),
+        }
+        blob = json.dumps(parts, sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+
+@dataclass(frozen=True, eq=False)
+class RealtimeFeatureView:
+    """A declared realtime feature view computed from request fields, optionally with resources."""
+
+    name: str
+    function: Callable[..., Any]
+    mode: str
+    sources: tuple[RequestSource, ...]
+    features: tuple[Attribute, ...]
+    resource_providers: tuple[tuple[str, ResourceProvider], ...]
+    secrets: tuple[tuple[str, SecretSpec], ...]
+    environment: str | None
+    description: str | None
+    owner: str | None
+    tags: tuple[tuple[str, str], ...]
+
+
+def _source_text(function: Callable[..., Any]) -> str:
+    try:
+        return textwrap.dedent(inspect.getsource(function))
+    except (OSError, TypeError):
+        code = getattr(function, "__code__", None)
+        return code.co_code.hex() if code else repr(function)
+
+
+def _check_mode(view: str, mode: str, modes: Sequence[str]) -> None:
+    if mode not in modes:
+        raise DefinitionError(
+            f"Feature view '{view}' has mode '{mode}'; Rivulet supports {', '.join(modes)}."
+        )
+
+
+def _check_parameters(view: str, function: Callable[..., Any], sources: Sequence[Any]) -> None:
+    params = [p for p in inspect.signature(function).parameters.values() if p.name != "context"]
+    if any(p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD, p.KEYWORD_ONLY) for p in params) or len(
+        params
+    ) != len(sources):
+        names = ", ".join(p.name for p in params) or "none"
+        raise DefinitionError(
+            f"Feature view '{view}': the transform takes {len(params)} input parameter(s) "
+            f"({names}) besides `context`, but {len(sources)} source(s) are declared; "
+            f"give it one positional parameter per source, in order."
+        )
+
+
+def _check_features(view: str, features: Sequence[Any], taken: set[str]) -> tuple[Attribute, ...]:
+    if not features:
+        raise DefinitionError(f"Feature view '{view}' declares no features.")
+    seen = set(taken)
+    for feature in features:
+        if not isinstance(feature, Attribute):
+            raise DefinitionError(
+                f"Feature view '{view}': features must be Attribute(name, dtype), not {feature!r}."
+            )
+        if not isinstance(feature.dtype, DataType):
+            raise DefinitionError(
+                f"Feature view '{view}': feature '{feature.name}' has unsupported type "
+                f"{feature.dtype!r}; use String, Int32, Int64, Float32, Float64, Bool, "
+                f"Timestamp or Array(...)."
+            )
+        if feature.name in seen:
+            raise DefinitionError(
+                f"Feature view '{view}': the name '{feature.name}' is used twice "
+                f"(features, join keys and the timestamp field need distinct names)."
+            )
+        seen.add(feature.name)
+    return tuple(features)
+
+
+def _resource_names_used(function: Callable[..., Any]) -> set[str]:
+    """Names the transform looks up literally: `x.resources["name"]`, `x.resources.get("name")`."""
+    try:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(function)))
+    except (OSError, TypeError, SyntaxError):
+        return set()
+    names = set()
+    for node in ast.walk(tree):
+        if (
+            isinstance(node, ast.Subscript)
+            and isinstance(node.value, ast.Attribute)
+            and node.value.attr == "resources"
+            and isinstance(node.slice, ast.Constant)
+        ):
+            names.add(node.slice.value)
+        elif (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr == "get"
+            and isinstance(node.func.value, ast.Attribute)
+            and node.func.value.attr == "resources"
+            and node.args
+            and isinstance(node.args[0], ast.Constant)
+        ):
+            names.add(node.args[0].value)
+    return names
+
+
+def _check_resources(
+    view: str, function: Callable[..., Any], providers: Mapping[str, Any] | None
+) -> tuple[tuple[str, ResourceProvider], ...]:
+    providers = dict(providers or {})
+    for key, provider in providers.items():
+        if not isinstance(provider, ResourceProvider):
+            raise DefinitionError(
+                f"Feature view '{view}': resource '{key}' is {type(provider).__name__}, not a "
+                f"resource provider; decorate its function with @resource_provider."
+            )
+    unknown = sorted(_resource_names_used(function) - providers.keys())
+    if unknown:
+        declared = ", ".join(sorted(providers)) or "none"
+        raise DefinitionError(
+            f"Feature view '{view}': the transform uses resource '{unknown[0]}' but "
+            f"resource_providers declares {declared}; add it to resource_providers."
+        )
+    return tuple(sorted(providers.items()))
+
+
+def batch_feature_view(
+    *,
+    mode: str,
+    sources: Sequence[BatchSource],
+    entities: Sequence[Entity],
+    features: Sequence[Attribute],
+    batch_schedule: timedelta | str,
+    feature_start_time: datetime,
+    timestamp_field: str | None = None,
+    name: str | None = None,
+    resource_providers: Mapping[str, ResourceProvider] | None = None,
+    environment: str | None = None,
+    secrets: Mapping[str, SecretSpec] | None = None,
+    offline: bool = True,
+    online: bool = False,
+    ttl: timedelta | str | None = None,
+    micro_batch_size: int = DEFAULT_MICRO_BATCH_SIZE,
+    concurrency: int | None = None,
+    description: str | None = None,
+    owner: str | None = None,
+    tags: dict[str, str] | None = None,
+    **unsupported: Any,
+) -> Callable[[Callable[..., Any]], BatchFeatureView]:
+    """Declare a batch feature view over one batch source.
+
+    Modes: `python` (a row dict in, a dict of features out; join keys and timestamp are
+    carried over unless returned), `pandas`, `polars`, `pyarrow` (a micro-batch frame in,
+    a frame out). The transform may be `async def`.
+
+    Example:
+        @batch_feature_view(mode="python", sources=[events], entities=[user],
+                            features=[Attribute("n_words", Int64)],
+                            batch_schedule=timedelta(days=1),
+                            feature_start_time=datetime(2024, 10, 26))
+        def n_words(row):
+            return {"n_words": len(row["text"].split())}
+    """
+
+    def declare(function: Callable[..., Any]) -> BatchFeatureView:
+        view = name or getattr(function, "__name__", "feature_view")
+        if unsupported:
+            raise DefinitionError(
+                f"Feature view '{view}': unknown argument(s) {', '.join(sorted(unsupported))}."
+            )
+        _check_mode(view, mode, BATCH_MODES)
+        if len(sources) != 1 or not isinstance(sources[0], BatchSource):
+            raise DefinitionError(
+                f"Feature view '{view}' needs exactly one BatchSource in `sources`; "
+                f"to combine tables, join them in a DuckDBConfig query."
+            )
+        _check_parameters(view, function, sources)
+        if not entities or not all(isinstance(e, Entity) for e in entities):
+            raise DefinitionError(f"Feature view '{view}' needs entities=[Entity(...), ...].")
+        ts_field = timestamp_field or sources[0].batch_config.timestamp_field
+        if not ts_field:
+            raise DefinitionError(
+                f"Feature view '{view}' needs timestamp_field (or one on its source's config)."
+            )
+        keys = {k.name for e in entities for k in e.join_keys}
+        try:
+            schedule = parse_duration(batch_schedule)
+            ttl_value = parse_duration(ttl) if ttl is not None else None
+        except ValueError as exc:
+            raise DefinitionError(f"Feature view '{view}': {exc}.") from None
+        if not isinstance(feature_start_time, datetime):
+            raise DefinitionError(f"Feature view '{view}' needs feature_start_time as a datetime.")
+        for setting, value in (
+            ("micro_batch_size", micro_batch_size),
+            ("concurrency", concurrency),
+        ):
+            if value is not None and (not isinstance(value, int) or value < 1):
+                raise DefinitionError(
+                    f"Feature view '{view}': {setting} must be a positive integer, not {value!r}."
+                )
+        return BatchFeatureView(
+            name=view,
+            function=function,
+            mode=mode,
+            sources=tuple(sources),
+            entities=tuple(entities),
+            timestamp_field=ts_field,
+            features=_check_features(view, features, keys | {ts_field}),
+            batch_schedule=schedule,
+            feature_start_time=as_utc(feature_start_time),
+            resource_providers=_check_resources(view, function, resource_providers),
+            secrets=check_secrets(f"Feature view '{view}'", secrets),
+            environment=environment,
+            offline=offline,
+            online=online,
+            ttl=ttl_value,
+            micro_batch_size=micro_batch_size,
+            concurrency=concurrency or DEFAULT_CONCURRENCY[mode],
+            description=description,
+            owner=owner,
+            tags=tuple(sorted((tags or {}).items())),
+        )
+
+    return declare
+
+
+def realtime_feature_view(
+    *,
+    sources: Sequence[RequestSource],
+    mode: str,
+    features: Sequence[Attribute],
+    name: str | None = None,
+    resource_providers: Mapping[str, ResourceProvider] | None = None,
+    secrets: Mapping[str, SecretSpec] | None = None,
+    environment: str | None = None,
+    description: str | None = None,
+    owner: str | None = None,
+    tags: dict[str, str] | None = None,
+) -> Callable[[Callable[..., Any]], RealtimeFeatureView]:
+    """Declare a realtime feature view over request fields (python mode)."""
+
+    def declare(function: Callable[..., Any]) -> RealtimeFeatureView:
+        view = name or getattr(function, "__name__", "feature_view")
+        _check_mode(view, mode, REALTIME_MODES)
+        if not sources or not all(isinstance(s, RequestSource) for s in sources):
+            raise DefinitionError(f"Feature view '{view}' needs sources=[RequestSource(...)].")
+        _check_parameters(view, function, sources)
+        return RealtimeFeatureView(
+            name=view,
+            function=function,
+            mode=mode,
+            sources=tuple(sources),
+            features=_check_features(view, features, set()),
+            resource_providers=_check_resources(view, function, resource_providers),
+            secrets=check_secrets(f"Feature view '{view}'", secrets),
+            environment=environment,
+            description=description,
+            owner=owner,
+            tags=tuple(sorted((tags or {}).items())),
+        )
+
+    return declare

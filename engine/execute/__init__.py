@@ -1,0 +1,1 @@
+"""Executing: handing tasks to workers and gathering what they report."""

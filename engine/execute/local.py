@@ -1,0 +1,163 @@
+"""The local executor: worker processes started with `spawn`, fed from one task queue."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import queue
+import signal
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from engine.define.secrets import Secret
+from engine.errors import RivuletError
+from engine.plan.tasks import Task
+from engine.work.worker import RunSettings, TaskResult, Worker, WorkerReport
+
+
+@dataclass(frozen=True)
+class TaskStarted:
+    task: Task
+    worker: int
+
+
+@dataclass(frozen=True)
+class RowsWritten:
+    task: Task
+    rows: int
+
+
+@dataclass(frozen=True)
+class WorkerFailed:
+    """A worker could not start (its job import or set-up failed)."""
+
+    worker: int
+    error_kind: str
+    error: str
+
+
+Event = TaskStarted | RowsWritten | TaskResult | WorkerReport | WorkerFailed
+
+
+class LocalExecutor:
+    """Runs tasks on `workers` processes of this machine, each holding its own resources.
+
+    Processes start with `spawn`, not `fork`: Polars and DuckDB start thread pools, and a
+    forked child of such a process can deadlock. Each worker imports the job by path.
+    """
+
+    def __init__(self, workers: int = 1) -> None:
+        self.workers = workers
+
+    def run(
+        self,
+        tasks: Sequence[Task],
+        settings: RunSettings,
+        secret_values: Mapping[Secret, str],
+        on_event: Callable[[Event], None],
+    ) -> tuple[list[TaskResult], list[WorkerReport]]:
+        """Run every task; return each task's result and each worker's report."""
+        if not tasks:
+            return [], []
+        context = multiprocessing.get_context("spawn")
+        todo: Any = context.Queue()
+        events: Any = context.Queue()
+        count = min(self.workers, len(tasks))
+        for task in tasks:
+            todo.put(task)
+        for _ in range(count):
+            todo.put(None)
+        processes = [
+            context.Process(
+                target=_worker_main,
+                args=(settings, dict(secret_values), todo, events),
+                name=f"rivulet-worker-{i}",
+                daemon=True,
+            )
+            for i in range(count)
+        ]
+        for process in processes:
+            process.start()
+        results: dict[Task, TaskResult] = {}
+        running: dict[int, Task] = {}
+        reports: list[WorkerReport] = []
+        failures: list[WorkerFailed] = []
+        try:
+            for event in _events(events, processes, lambda: len(reports) + len(failures) == count):
+                if isinstance(event, TaskStarted):
+                    running[event.worker] = event.task
+                elif isinstance(event, TaskResult):
+                    results[event.task] = event
+                    running.pop(event.worker, None)
+                elif isinstance(event, WorkerReport):
+                    reports.append(event)
+                elif isinstance(event, WorkerFailed):
+                    failures.append(event)
+                on_event(event)
+        finally:
+            for process in processes:
+                if process.is_alive():
+                    process.terminate()
+                process.join()
+        for task in tasks:
+            if task not in results:
+                results[task] = _lost(task, running, failures, processes)
+        return [results[task] for task in tasks], reports
+
+
+def _events(events: Any, processes: list, finished: Callable[[], bool]) -> Any:
+    """Events from the workers until every worker has reported or exited."""
+    while not finished():
+        try:
+            yield events.get(timeout=0.2)
+        except queue.Empty:
+            if all(p.exitcode is not None for p in processes):
+                while True:  # a worker that exited may have left events in the pipe
+                    try:
+                        yield events.get(timeout=0.2)
+                    except queue.Empty:
+                        return
+
+
+def _lost(
+    task: Task, running: dict[int, Task], failures: list[WorkerFailed], processes: list
+) -> TaskResult:
+    """A result for a task no worker finished: its worker died, or none could start."""
+    for worker, started in running.items():
+        if started == task:
+            codes = {p.pid: p.exitcode for p in processes}
+            return TaskResult(
+                task,
+                worker,
+                error_kind="Worker error",
+                error=f"The worker process {worker} exited (code {codes.get(worker)}) while "
+                f"computing {task.label}.",
+            )
+    if failures:
+        return TaskResult(
+            task, failures[0].worker, error_kind=failures[0].error_kind, error=failures[0].error
+        )
+    return TaskResult(task, 0, error_kind="Worker error", error=f"No worker ran {task.label}.")
+
+
+def _worker_main(
+    settings: RunSettings, secret_values: dict[Secret, str], todo: Any, events: Any
+) -> None:
+    """The body of a worker process: take tasks until the None sentinel, then report."""
+    # Ctrl-C is the parent's to handle; it stops the workers.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        worker = Worker(
+            settings, secret_values, lambda task, rows: events.put(RowsWritten(task, rows))
+        )
+    except Exception as exc:
+        kind = exc.kind if isinstance(exc, RivuletError) else "Worker error"
+        events.put(WorkerFailed(os.getpid(), kind, str(exc)))
+        return
+    try:
+        while (task := todo.get()) is not None:
+            events.put(TaskStarted(task, os.getpid()))
+            events.put(worker.run(task))
+    finally:
+        events.put(worker.close())

@@ -1,0 +1,103 @@
+"""Import a job file by path and collect the definitions it declares."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import sys
+import traceback
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from engine.define.environment import Environment
+from engine.define.feature_views import BatchFeatureView, RealtimeFeatureView
+from engine.errors import DefinitionError, JobLoadError, RivuletError, SettingsError
+
+
+@dataclass(frozen=True)
+class Job:
+    """The definitions of one job file, by name, in declaration order."""
+
+    path: Path
+    feature_views: dict[str, BatchFeatureView]
+    realtime_views: dict[str, RealtimeFeatureView]
+    environments: dict[str, Environment]
+
+    @property
+    def name(self) -> str:
+        return self.path.stem
+
+    def select(self, names: Sequence[str] = ()) -> list[BatchFeatureView]:
+        """The named batch feature views (all when none are named), or a SettingsError."""
+        for name in names:
+            if name not in self.feature_views:
+                raise SettingsError(
+                    f"Job '{self.name}' has no batch feature view '{name}'; "
+                    f"it declares: {', '.join(self.feature_views) or 'none'}."
+                )
+        return [v for n, v in self.feature_views.items() if not names or n in names]
+
+
+def load_job(path: str | Path) -> Job:
+    """Import the job file at `path` (its folder goes on sys.path) and collect its definitions.
+
+    Raises JobLoadError when the file is missing, raises on import or declares no feature view;
+    a DefinitionError raised while declaring is re-raised with the job named.
+    """
+    path = Path(path).resolve()
+    if not path.is_file():
+        raise JobLoadError(f"Job file '{path}' does not exist.")
+    digest = hashlib.sha1(str(path).encode()).hexdigest()[:8]
+    module_name = f"rivulet_job_{path.stem}_{digest}"
+    module = sys.modules.get(module_name)
+    if module is None:
+        module = _import(path, module_name)
+    views: dict[str, BatchFeatureView] = {}
+    realtime: dict[str, RealtimeFeatureView] = {}
+    environments: dict[str, Environment] = {}
+    for value in vars(module).values():
+        if isinstance(value, BatchFeatureView):
+            _collect(views, value, path)
+        elif isinstance(value, RealtimeFeatureView):
+            _collect(realtime, value, path)
+        elif isinstance(value, Environment):
+            _collect(environments, value, path)
+    if not views and not realtime:
+        raise JobLoadError(f"Job '{path.stem}' ({path}) declares no feature views.")
+    return Job(path, views, realtime, environments)
+
+
+def _collect(found: dict, value: Any, path: Path) -> None:
+    if found.get(value.name, value) is not value:
+        raise DefinitionError(
+            f"Job '{path.stem}' declares two {type(value).__name__}s named '{value.name}'."
+        )
+    found[value.name] = value
+
+
+def _import(path: Path, module_name: str) -> object:
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    folder = str(path.parent)
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
+    sys.modules[module_name] = module
+    try:
+        spec.loader.exec_module(module)
+    except RivuletError as exc:
+        del sys.modules[module_name]
+        raise type(exc)(f"In job '{path.stem}': {exc.message}") from exc
+    except BaseException as exc:
+        del sys.modules[module_name]
+        if isinstance(exc, KeyboardInterrupt):
+            raise
+        frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename == str(path)]
+        where = f" at line {frames[-1].lineno}" if frames else ""
+        raise JobLoadError(
+            f"Job '{path.stem}' ({path}) could not be imported: {type(exc).__name__}{where}: "
+            f"{exc}. Run it with `python {path}` to see the full traceback, or pass --debug."
+        ) from exc
+    return module

@@ -1,0 +1,1 @@
+"""Reading: a feature view's source rows for one interval, as a stream of Arrow record batches."""

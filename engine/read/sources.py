@@ -1,0 +1,163 @@
+"""Read a source's rows in [start, end) as Arrow record batches, the window pushed down."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from engine.define.feature_views import BatchFeatureView
+from engine.define.sources import DuckDBConfig, FileConfig, PythonConfig
+from engine.errors import SourceError
+
+UTC_MICROS = pa.timestamp("us", tz="UTC")
+_READERS = {"parquet": "read_parquet", "csv": "read_csv", "json": "read_json"}
+
+
+def read_window(view: BatchFeatureView, start: datetime, end: datetime) -> Iterator[pa.RecordBatch]:
+    """Yield the view's source rows with `window_field` in [start, end), `micro_batch_size` at a
+    time, the window column as UTC timestamps. Memory is bounded by the batch, not the window.
+    """
+    config = view.source.batch_config
+    if isinstance(config, PythonConfig):
+        batches = _read_python(view, config, start, end)
+    else:
+        batches = _read_duckdb(view, config, start, end)
+    for batch in batches:
+        if batch.num_rows:
+            yield _utc_window_column(view, batch)
+
+
+def _read_duckdb(
+    view: BatchFeatureView, config: FileConfig | DuckDBConfig, start: datetime, end: datetime
+) -> Iterator[pa.RecordBatch]:
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    if isinstance(config, FileConfig):
+        base, params = (
+            f"SELECT * FROM {_READERS[config.file_format]}($path)",
+            {"path": _glob(config)},
+        )
+    else:
+        base, params = config.query, {}
+    try:
+        relation = con.sql(base, params=params or None)
+        column_type = _window_column_type(view, relation.columns, [str(t) for t in relation.types])
+        aware = column_type.startswith("TIMESTAMP WITH TIME ZONE")
+        bounds = {"start": start if aware else _naive(start), "end": end if aware else _naive(end)}
+        column = '"' + view.window_field.replace('"', '""') + '"'
+        windowed = con.sql(
+            f"SELECT * FROM ({base}) AS source WHERE {column} >= $start AND {column} < $end",
+            params={**params, **bounds},
+        )
+        yield from windowed.to_arrow_reader(view.micro_batch_size)
+    except duckdb.Error as exc:
+        raise SourceError(
+            f"Feature view '{view.name}': source '{view.source.name}' ({config.describe()}) "
+            f"cannot be read: {str(exc).splitlines()[0]}"
+        ) from exc
+    finally:
+        con.close()
+
+
+def _glob(config: FileConfig) -> str:
+    path = Path(config.uri)
+    return str(path / f"**/*.{config.file_format}") if path.is_dir() else config.uri
+
+
+def _window_column_type(view: BatchFeatureView, columns: list[str], types: list[str]) -> str:
+    if view.window_field not in columns:
+        raise _missing_window_column(view, columns)
+    column_type = types[columns.index(view.window_field)]
+    if not column_type.startswith("TIMESTAMP"):
+        raise _not_a_timestamp(view, column_type)
+    return column_type
+
+
+def _missing_window_column(view: BatchFeatureView, columns: list[str]) -> SourceError:
+    return SourceError(
+        f"Feature view '{view.name}': source '{view.source.name}' has no column "
+        f"'{view.window_field}' to filter the interval on; its columns are "
+        f"{', '.join(columns)}. Set timestamp_field to one of them."
+    )
+
+
+def _not_a_timestamp(view: BatchFeatureView, column_type: object) -> SourceError:
+    return SourceError(
+        f"Feature view '{view.name}': column '{view.window_field}' of source "
+        f"'{view.source.name}' is {column_type}, not a timestamp; cast it in a DuckDBConfig "
+        f"query or fix the data."
+    )
+
+
+def _read_python(
+    view: BatchFeatureView, config: PythonConfig, start: datetime, end: datetime
+) -> Iterator[pa.RecordBatch]:
+    name = getattr(config.loader, "__name__", "loader")
+    try:
+        loaded = config.loader(start_time=start, end_time=end)
+    except Exception as exc:
+        raise SourceError(
+            f"Feature view '{view.name}': the loader '{name}' of source '{view.source.name}' "
+            f"raised {type(exc).__name__}: {exc}"
+        ) from exc
+    table = _to_arrow(view, name, _filter_lazy(view, loaded, start, end))
+    if view.window_field not in table.column_names:
+        raise _missing_window_column(view, table.column_names)
+    table = pa.table(_utc_window_column(view, table))
+    column = table[view.window_field]
+    mask = pc.and_(
+        pc.greater_equal(column, pa.scalar(start, UTC_MICROS)),
+        pc.less(column, pa.scalar(end, UTC_MICROS)),
+    )
+    yield from table.filter(mask).to_batches(max_chunksize=view.micro_batch_size)
+
+
+def _filter_lazy(view: BatchFeatureView, loaded: Any, start: datetime, end: datetime) -> Any:
+    """Push the window into a Polars LazyFrame's plan, so only the window is materialized."""
+    import polars as pl
+
+    if not isinstance(loaded, pl.LazyFrame):
+        return loaded
+    dtype = loaded.collect_schema().get(view.window_field)
+    if isinstance(dtype, pl.Datetime):
+        lo, hi = (start, end) if dtype.time_zone else (_naive(start), _naive(end))
+        column = pl.col(view.window_field)
+        loaded = loaded.filter((column >= lo) & (column < hi))
+    return loaded.collect()
+
+
+def _to_arrow(view: BatchFeatureView, name: str, frame: Any) -> pa.Table:
+    if isinstance(frame, pa.Table):
+        return frame
+    if hasattr(frame, "to_arrow"):  # Polars DataFrame
+        return frame.to_arrow()
+    if type(frame).__module__.startswith("pandas"):
+        return pa.Table.from_pandas(frame, preserve_index=False)
+    raise SourceError(
+        f"Feature view '{view.name}': the loader '{name}' of source '{view.source.name}' returned "
+        f"{type(frame).__name__}; return a Polars DataFrame or LazyFrame, a pandas DataFrame or "
+        f"an Arrow table."
+    )
+
+
+def _utc_window_column(view: BatchFeatureView, batch: Any) -> Any:
+    """Cast the window column to UTC microseconds; naive timestamps are read as UTC."""
+    index = batch.schema.get_field_index(view.window_field)
+    column = batch.column(index)
+    if column.type == UTC_MICROS:
+        return batch
+    if not pa.types.is_timestamp(column.type):
+        raise _not_a_timestamp(view, column.type)
+    # Arrow keeps timestamps as UTC instants, so re-labelling the zone converts; sub-microsecond
+    # precision is dropped.
+    return batch.set_column(index, view.window_field, pc.cast(column, UTC_MICROS, safe=False))
+
+
+def _naive(moment: datetime) -> datetime:
+    return moment.replace(tzinfo=None)

@@ -1,0 +1,1 @@
+"""Working: what a worker process does with a task — resources, transforms, calls."""

@@ -1,0 +1,143 @@
+"""A worker: imports the job once, holds its resources, and runs tasks one after another."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+import traceback
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from engine.define.secrets import Secret
+from engine.errors import RivuletError
+from engine.plan.job import load_job
+from engine.plan.tasks import Task
+from engine.read.sources import read_window
+from engine.work.context import Context, Resources, Secrets
+from engine.work.modes import run_transform
+from engine.work.resources import ResourcePool
+from engine.write.parquet import PartitionWriter, partition_dir
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """What every task of a run shares; plain values, sent to each worker once."""
+
+    job_path: str
+    output: str
+    run_id: str
+
+
+@dataclass(frozen=True)
+class TaskResult:
+    """The outcome of one task. On failure `error` is one paragraph and `detail` the traceback,
+    both with secret values redacted."""
+
+    task: Task
+    worker: int
+    rows: int = 0
+    seconds: float = 0.0
+    path: str | None = None
+    error_kind: str | None = None
+    error: str | None = None
+    detail: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+@dataclass(frozen=True)
+class WorkerReport:
+    """What a worker did with its resources over the whole run."""
+
+    worker: int
+    builds: dict[str, int] = field(default_factory=dict)
+    teardowns: dict[str, int] = field(default_factory=dict)
+
+
+class Worker:
+    """Runs tasks of one job in this process, sharing resources across tasks and batches.
+
+    Example:
+        worker = Worker(settings, secret_values)
+        result = worker.run(task)
+        report = worker.close()
+    """
+
+    def __init__(
+        self,
+        settings: RunSettings,
+        secret_values: Mapping[Secret, str],
+        on_rows: Callable[[Task, int], None] = lambda task, rows: None,
+    ) -> None:
+        self.settings = settings
+        self.job = load_job(settings.job_path)
+        self._secret_values = secret_values
+        self._on_rows = on_rows
+        self._loop = asyncio.new_event_loop()
+        most = max(view.concurrency for view in self.job.feature_views.values())
+        self._threads = ThreadPoolExecutor(max_workers=most, thread_name_prefix="rivulet-call")
+        self._pool = ResourcePool(secret_values)
+
+    def run(self, task: Task) -> TaskResult:
+        """Compute one interval of one feature view and commit its Parquet file."""
+        began = time.perf_counter()
+        try:
+            path, rows = self._loop.run_until_complete(self._run(task))
+        except Exception as exc:
+            kind = exc.kind if isinstance(exc, RivuletError) else "Internal error"
+            message = str(exc) if isinstance(exc, RivuletError) else f"{type(exc).__name__}: {exc}"
+            return TaskResult(
+                task,
+                os.getpid(),
+                seconds=time.perf_counter() - began,
+                error_kind=kind,
+                error=self._redact(message),
+                detail=self._redact("".join(traceback.format_exception(exc))),
+            )
+        return TaskResult(task, os.getpid(), rows, time.perf_counter() - began, str(path))
+
+    async def _run(self, task: Task) -> tuple[Path, int]:
+        view = self.job.feature_views[task.feature_view]
+        resources = {key: await self._pool.acquire(p) for key, p in view.resource_providers}
+        context = Context(
+            resources=Resources(view.name, resources),
+            secrets=Secrets(f"Feature view '{view.name}'", view.secrets, self._secret_values),
+            start_time=task.start,
+            end_time=task.end,
+            batch_schedule=view.batch_schedule,
+        )
+        metadata = {
+            "rivulet.job": self.job.name,
+            "rivulet.feature_view": view.name,
+            "rivulet.fingerprint": view.fingerprint,
+            "rivulet.run_id": self.settings.run_id,
+            "rivulet.interval_start": task.start.isoformat(),
+            "rivulet.interval_end": task.end.isoformat(),
+        }
+        folder = partition_dir(self.settings.output, view.name, task.start)
+        batches = read_window(view, task.start, task.end)
+        with PartitionWriter(folder, view.output_schema(), metadata) as writer:
+            async for table in run_transform(view, batches, context, self._threads):
+                writer.write(table)
+                self._on_rows(task, table.num_rows)
+            return writer.commit(), writer.rows
+
+    def close(self) -> WorkerReport:
+        """Tear down every resource this worker built and report the counts."""
+        try:
+            self._loop.run_until_complete(self._pool.close())
+        finally:
+            self._threads.shutdown(wait=False, cancel_futures=True)
+            self._loop.close()
+        return WorkerReport(os.getpid(), dict(self._pool.builds), dict(self._pool.teardowns))
+
+    def _redact(self, text: str) -> str:
+        for value in self._secret_values.values():
+            if value:
+                text = text.replace(value, "***")
+        return text

@@ -1,0 +1,1 @@
+"""Writing: transform output checked against the declaration, then committed as Parquet."""

@@ -1,0 +1,195 @@
+"""Check a transform's output against its declaration and cast it to the declared Arrow types."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from engine.define.feature_views import BatchFeatureView
+from engine.define.types import DataType, Timestamp
+from engine.errors import OutputError
+
+_ARROW_ERRORS = (
+    pa.ArrowInvalid,
+    pa.ArrowTypeError,
+    pa.ArrowNotImplementedError,
+    TypeError,
+    ValueError,
+    OverflowError,
+)
+
+
+def merge_row(view: BatchFeatureView, source_row: dict[str, Any], returned: Any) -> dict[str, Any]:
+    """A python-mode output row: the source row's keys and timestamp, overridden by what the
+    transform returned. Raises OutputError unless exactly the declared features are returned."""
+    keys = _carried_columns(view)
+    if not isinstance(returned, dict):
+        raise OutputError(
+            f"Feature view '{view.name}' returned {type(returned).__name__} for the row "
+            f"{describe_row(view, source_row)}; a python-mode transform returns a dict of features."
+        )
+    declared = {f.name for f in view.features}
+    missing = [name for name in declared if name not in returned]
+    extra = [name for name in returned if name not in declared and name not in keys]
+    if missing or extra:
+        raise OutputError(_mismatch_message(view, source_row, missing, extra, returned))
+    row = {key: _carried_value(view, key, source_row) for key in keys if key not in returned}
+    row.update(returned)
+    return row
+
+
+def rows_to_table(
+    view: BatchFeatureView, rows: list[dict[str, Any]], start: datetime, end: datetime
+) -> pa.Table:
+    """The python-mode rows of one micro-batch as a table of the view's output schema."""
+    schema = view.output_schema()
+    arrays = []
+    for field in schema:
+        values = [row[field.name] for row in rows]
+        try:
+            arrays.append(pa.array(values, type=field.type))
+        except _ARROW_ERRORS:
+            arrays.append(_cast(view, field, pa.array(values, from_pandas=False), rows, values))
+    return _check_window(view, pa.Table.from_arrays(arrays, schema=schema), start, end)
+
+
+def frame_to_table(
+    view: BatchFeatureView, result: Any, source: pa.RecordBatch, start: datetime, end: datetime
+) -> pa.Table:
+    """A frame-mode result as a table of the view's output schema. Join keys and timestamp the
+    result lacks are taken from the source batch when the result has one row per source row."""
+    table = _as_table(view, result)
+    for name in _carried_columns(view):
+        if name not in table.column_names and table.num_rows == source.num_rows:
+            column = source.column(name) if name in source.schema.names else None
+            if column is None and name == view.timestamp_field:
+                column = source.column(view.window_field)
+            if column is not None:
+                table = table.append_column(name, column)
+    schema = view.output_schema()
+    missing = [f.name for f in schema if f.name not in table.column_names]
+    extra = [name for name in table.column_names if name not in schema.names]
+    if missing or extra:
+        rows = table.slice(0, 1).to_pylist() or source.slice(0, 1).to_pylist() or [{}]
+        raise OutputError(_mismatch_message(view, rows[0], missing, extra, rows[0]))
+    arrays = []
+    for field in schema:
+        column = table[field.name]
+        try:
+            arrays.append(column.cast(field.type, safe=True))
+        except _ARROW_ERRORS:
+            arrays.append(_cast(view, field, column, table.to_pylist(), column.to_pylist()))
+    return _check_window(view, pa.Table.from_arrays(arrays, schema=schema), start, end)
+
+
+def _carried_columns(view: BatchFeatureView) -> list[str]:
+    return [k.name for k in view.join_keys] + [view.timestamp_field]
+
+
+def _carried_value(view: BatchFeatureView, key: str, source_row: dict[str, Any]) -> Any:
+    if key in source_row:
+        return source_row[key]
+    if key == view.timestamp_field:
+        return source_row[view.window_field]
+    raise OutputError(
+        f"Feature view '{view.name}': join key '{key}' is neither in the source row (columns: "
+        f"{', '.join(source_row)}) nor returned by the transform."
+    )
+
+
+def _cast(
+    view: BatchFeatureView, field: pa.Field, array: Any, rows: list[dict], values: list
+) -> Any:
+    """Cast with Arrow's safe cast; on failure name the first value that does not cast."""
+    try:
+        return array.cast(field.type, safe=True)
+    except _ARROW_ERRORS:
+        pass
+    for row, value in zip(rows, values, strict=True):
+        try:
+            pa.array([value], from_pandas=False).cast(field.type, safe=True)
+        except _ARROW_ERRORS:
+            declared = _declared_type(view, field.name)
+            shown = repr(value)
+            shown = shown if len(shown) <= 60 else shown[:57] + "..."
+            raise OutputError(
+                f"Feature view '{view.name}': '{field.name}' is declared {declared!r} but the "
+                f"transform returned {type(value).__name__} ({shown}) for the row "
+                f"{describe_row(view, row)}; return a value castable to {declared!r}."
+            ) from None
+    raise OutputError(
+        f"Feature view '{view.name}': column '{field.name}' cannot be cast to "
+        f"{_declared_type(view, field.name)!r}."
+    )
+
+
+def _check_window(
+    view: BatchFeatureView, table: pa.Table, start: datetime, end: datetime
+) -> pa.Table:
+    timestamps = table[view.timestamp_field]
+    outside = pc.or_(
+        pc.less(timestamps, pa.scalar(start, timestamps.type)),
+        pc.greater_equal(timestamps, pa.scalar(end, timestamps.type)),
+    )
+    if pc.any(outside).as_py():
+        row = table.filter(pc.fill_null(outside, False)).slice(0, 1).to_pylist()[0]
+        raise OutputError(
+            f"Feature view '{view.name}' returned a row outside its interval "
+            f"[{start:%Y-%m-%d %H:%M}, {end:%Y-%m-%d %H:%M}): {describe_row(view, row)}; "
+            f"a transform must keep '{view.timestamp_field}' within the interval it computes."
+        )
+    return table
+
+
+def _as_table(view: BatchFeatureView, result: Any) -> pa.Table:
+    if isinstance(result, pa.Table):
+        return result
+    if isinstance(result, pa.RecordBatch):
+        return pa.Table.from_batches([result])
+    if hasattr(result, "to_arrow") and type(result).__module__.startswith("polars"):
+        return result.to_arrow()
+    if type(result).__module__.startswith("pandas") and hasattr(result, "columns"):
+        return pa.Table.from_pandas(result, preserve_index=False)
+    raise OutputError(
+        f"Feature view '{view.name}' ({view.mode} mode) returned {type(result).__name__}; "
+        f"return a {view.mode} frame with the declared features."
+    )
+
+
+def _declared_type(view: BatchFeatureView, name: str) -> DataType:
+    declared = {k.name: k.dtype for k in view.join_keys} | {view.timestamp_field: Timestamp}
+    return (declared | {f.name: f.dtype for f in view.features})[name]
+
+
+def describe_row(view: BatchFeatureView, row: dict[str, Any]) -> str:
+    """The row's join keys and timestamp, for error messages."""
+    names = [*_carried_columns(view), view.window_field]
+    shown = dict.fromkeys(n for n in names if n in row)
+    return ", ".join(f"{name}={_show(row[name])}" for name in shown) or "(no keys)"
+
+
+def _show(value: Any) -> str:
+    return value.isoformat() if isinstance(value, datetime) else repr(value)
+
+
+def _mismatch_message(
+    view: BatchFeatureView, row: dict, missing: list[str], extra: list[str], returned: dict
+) -> str:
+    problems = [
+        f"'{name}' (declared {_declared_type(view, name)!r}) is missing" for name in missing
+    ]
+    problems += [
+        f"'{name}' (returned {_type_name(returned.get(name))}) is not declared" for name in extra
+    ]
+    return (
+        f"Feature view '{view.name}' returned features that do not match its declaration, for "
+        f"the row {describe_row(view, row)}: {'; '.join(problems)}. Return exactly the declared "
+        f"features, or declare each returned one with Attribute(name, type)."
+    )
+
+
+def _type_name(value: Any) -> str:
+    return type(value).__name__

@@ -1,0 +1,68 @@
+"""Atomic Parquet output: one file per feature view and interval, renamed into place."""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime
+from pathlib import Path
+from types import TracebackType
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+DATA_FILE = "data.parquet"
+
+
+def partition_dir(output: str | Path, view: str, start: datetime) -> Path:
+    """`<output>/<view>/interval_start=<YYYY-MM-DDTHH-MM-SSZ>`, a hive-style folder per interval."""
+    return Path(output) / view / f"interval_start={start:%Y-%m-%dT%H-%M-%SZ}"
+
+
+class PartitionWriter:
+    """Streams tables into a temporary file that only `commit()` renames to `data.parquet`.
+
+    The temporary name does not end in `.parquet`, so readers globbing `*.parquet` never see
+    a partial file. Leaving the `with` block without `commit()` removes the temporary file.
+
+    Example:
+        with PartitionWriter(folder, schema, {"rivulet.run_id": run_id}) as writer:
+            writer.write(table)
+            writer.commit()
+    """
+
+    def __init__(self, folder: Path, schema: pa.Schema, metadata: dict[str, str]) -> None:
+        self.folder = folder
+        self.rows = 0
+        self._schema = schema.with_metadata(metadata)
+        self._temporary = folder / f".{DATA_FILE}.{metadata.get('rivulet.run_id', 'run')}.tmp"
+        self._writer: pq.ParquetWriter | None = None
+
+    def __enter__(self) -> PartitionWriter:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self._writer = pq.ParquetWriter(self._temporary, self._schema, compression="zstd")
+        return self
+
+    def write(self, table: pa.Table) -> None:
+        assert self._writer is not None, "use PartitionWriter in a with block"
+        self._writer.write_table(table.replace_schema_metadata(self._schema.metadata))
+        self.rows += table.num_rows
+
+    def commit(self) -> Path:
+        """Close the file and rename it into place atomically; return its final path."""
+        assert self._writer is not None, "use PartitionWriter in a with block"
+        self._writer.close()
+        self._writer = None
+        final = self.folder / DATA_FILE
+        os.replace(self._temporary, final)
+        return final
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+        self._temporary.unlink(missing_ok=True)
