@@ -38,19 +38,20 @@ class RunProgress:
         self._rows = 0
 
     def __enter__(self) -> RunProgress:
-        self._progress.start()
         return self
 
     def __exit__(
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        self._progress.stop()
+        if self._bar is not None:
+            self._progress.stop()
 
     def update(self, event: object) -> None:
         """Take one event of the run (see engine.run.RunPlanned and engine.execute.local)."""
         if isinstance(event, RunPlanned):
             for note in event.notes:
                 err.print(f"[yellow]Note:[/] {note}")
+            self._progress.start()  # only now: an error before planning prints alone
             self._bar = self._progress.add_task(event.job, total=len(event.tasks), rows=0, rate=0.0)
             return
         if self._bar is None:
@@ -100,9 +101,14 @@ def print_failures(summary: RunSummary, debug: bool) -> None:
     """Each failed interval with its one-paragraph error (and traceback with --debug)."""
     for result in summary.failed:
         # markup off: errors quote user data, which may contain [brackets].
-        err.print(f"Failed {result.task.label}: {result.error_kind}: {result.error}", markup=False)
+        err.print(
+            f"Failed {result.task.label}: {result.error_kind}: {result.error}",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
         if debug and result.detail:
-            err.print(result.detail, highlight=False, markup=False)
+            err.print(result.detail, markup=False, highlight=False, soft_wrap=True)
 
 
 def print_job(job: Job, notes: list[str]) -> None:

@@ -12,25 +12,32 @@ from engine.define.secrets import Secret
 from engine.errors import ResourceError, SecretError
 
 
-class Secrets(Mapping[str, str]):
-    """Secret values by the names their owner declared; never shown by repr."""
+class _Declared(Mapping[str, Any]):
+    """Values by the names their owner declared; looking up an undeclared name says so."""
 
-    def __init__(
-        self, owner: str, specs: tuple[tuple[str, SecretSpec], ...], values: Mapping[Secret, str]
-    ) -> None:
+    _what = "value"
+
+    def __init__(self, owner: str, values: dict[str, Any]) -> None:
         self._owner = owner
-        self._values = {
-            name: spec if isinstance(spec, str) else values[spec] for name, spec in specs
-        }
+        self._values = values
 
-    def __getitem__(self, name: str) -> str:
+    def __getitem__(self, name: str) -> Any:
         try:
             return self._values[name]
         except KeyError:
-            raise SecretError(
-                f"{self._owner} reads secret '{name}' but declares only "
-                f"{', '.join(self._values) or 'none'}; add it to secrets={{...}}."
+            raise self._undeclared(
+                f"{self._owner} uses {self._what} '{name}' but declares only "
+                f"{', '.join(self._values) or 'none'}."
             ) from None
+
+    def _undeclared(self, message: str) -> Exception:
+        raise NotImplementedError
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._values
+
+    def get(self, name: str, default: Any = None) -> Any:
+        return self._values.get(name, default)
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._values)
@@ -38,31 +45,33 @@ class Secrets(Mapping[str, str]):
     def __len__(self) -> int:
         return len(self._values)
 
+
+class Secrets(_Declared):
+    """Secret values by the names their owner declared in `secrets=`; never shown by repr."""
+
+    _what = "secret"
+
+    def __init__(
+        self, owner: str, specs: tuple[tuple[str, SecretSpec], ...], values: Mapping[Secret, str]
+    ) -> None:
+        super().__init__(
+            owner, {name: spec if isinstance(spec, str) else values[spec] for name, spec in specs}
+        )
+
+    def _undeclared(self, message: str) -> Exception:
+        return SecretError(message + " Add it to secrets={...}.")
+
     def __repr__(self) -> str:
         return f"Secrets({', '.join(f'{k}=***' for k in self._values)})"
 
 
-class Resources(Mapping[str, Any]):
-    """Built resources by the names a feature view gave them in `resource_providers`."""
+class Resources(_Declared):
+    """Built resources by the names a feature view gave them in `resource_providers=`."""
 
-    def __init__(self, view: str, resources: dict[str, Any]) -> None:
-        self._view = view
-        self._resources = resources
+    _what = "resource"
 
-    def __getitem__(self, name: str) -> Any:
-        try:
-            return self._resources[name]
-        except KeyError:
-            raise ResourceError(
-                f"Feature view '{self._view}' uses resource '{name}' but declares only "
-                f"{', '.join(self._resources) or 'none'}; add it to resource_providers."
-            ) from None
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._resources)
-
-    def __len__(self) -> int:
-        return len(self._resources)
+    def _undeclared(self, message: str) -> Exception:
+        return ResourceError(message + " Add it to resource_providers={...}.")
 
 
 @dataclass(frozen=True)

@@ -105,7 +105,7 @@ class Worker:
         view = self.job.feature_views[task.feature_view]
         resources = {key: await self._pool.acquire(p) for key, p in view.resource_providers}
         context = Context(
-            resources=Resources(view.name, resources),
+            resources=Resources(f"Feature view '{view.name}'", resources),
             secrets=Secrets(f"Feature view '{view.name}'", view.secrets, self._secret_values),
             start_time=task.start,
             end_time=task.end,

@@ -50,9 +50,10 @@ def rows_to_table(
     for field in schema:
         values = [row[field.name] for row in rows]
         try:
-            arrays.append(pa.array(values, type=field.type))
+            # Infer, then cast safely: pa.array(values, type=...) would truncate 1.5 to 1.
+            arrays.append(pa.array(values, from_pandas=False).cast(field.type, safe=True))
         except _ARROW_ERRORS:
-            arrays.append(_cast(view, field, pa.array(values, from_pandas=False), rows, values))
+            arrays.append(_cast_values(view, field, rows, values))
     return _check_window(view, pa.Table.from_arrays(arrays, schema=schema), start, end)
 
 
@@ -81,7 +82,7 @@ def frame_to_table(
         try:
             arrays.append(column.cast(field.type, safe=True))
         except _ARROW_ERRORS:
-            arrays.append(_cast(view, field, column, table.to_pylist(), column.to_pylist()))
+            arrays.append(_cast_values(view, field, table.to_pylist(), column.to_pylist()))
     return _check_window(view, pa.Table.from_arrays(arrays, schema=schema), start, end)
 
 
@@ -100,17 +101,14 @@ def _carried_value(view: BatchFeatureView, key: str, source_row: dict[str, Any])
     )
 
 
-def _cast(
-    view: BatchFeatureView, field: pa.Field, array: Any, rows: list[dict], values: list
-) -> Any:
-    """Cast with Arrow's safe cast; on failure name the first value that does not cast."""
-    try:
-        return array.cast(field.type, safe=True)
-    except _ARROW_ERRORS:
-        pass
+def _cast_values(
+    view: BatchFeatureView, field: pa.Field, rows: list[dict], values: list
+) -> pa.Array:
+    """Cast value by value; raise OutputError naming the first value that does not cast."""
+    arrays = []
     for row, value in zip(rows, values, strict=True):
         try:
-            pa.array([value], from_pandas=False).cast(field.type, safe=True)
+            arrays.append(pa.array([value], from_pandas=False).cast(field.type, safe=True))
         except _ARROW_ERRORS:
             declared = _declared_type(view, field.name)
             shown = repr(value)
@@ -120,10 +118,7 @@ def _cast(
                 f"transform returned {type(value).__name__} ({shown}) for the row "
                 f"{describe_row(view, row)}; return a value castable to {declared!r}."
             ) from None
-    raise OutputError(
-        f"Feature view '{view.name}': column '{field.name}' cannot be cast to "
-        f"{_declared_type(view, field.name)!r}."
-    )
+    return pa.concat_arrays(arrays)
 
 
 def _check_window(
