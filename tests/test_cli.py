@@ -52,7 +52,8 @@ def test_json_summary(write_job, tmp_path: Path) -> None:
 
 
 def test_failed_interval_exit_code_and_listing(write_job, tmp_path: Path) -> None:
-    body = 'if context.start_time.day == 27: raise ValueError("bad day" + context.secrets.get("x", ""))'
+    # .get() on context.secrets returns the default for an undeclared name, as a Mapping should.
+    body = 'if context.start_time.day == 27: raise ValueError(f"bad day {context.secrets.get(1)}")'
     job = write_job(VIEW.format(body=body))
     result = run_cli("backfill", job, *RANGE, "--output", tmp_path / "o", env=SECRET)
     assert result.returncode == 1

@@ -285,11 +285,13 @@ def batch_feature_view(
                 f"Feature view '{view}' needs timestamp_field (or one on its source's config)."
             )
         keys = {k.name for e in entities for k in e.join_keys}
-        try:
-            schedule = parse_duration(batch_schedule)
-            ttl_value = parse_duration(ttl) if ttl is not None else None
-        except ValueError as exc:
-            raise DefinitionError(f"Feature view '{view}': {exc}.") from None
+        durations = {}
+        for setting, value in (("batch_schedule", batch_schedule), ("ttl", ttl)):
+            try:
+                durations[setting] = parse_duration(value) if value is not None else None
+            except ValueError as exc:
+                raise DefinitionError(f"Feature view '{view}': {setting} {exc}.") from None
+        schedule, ttl_value = durations["batch_schedule"], durations["ttl"]
         if not isinstance(feature_start_time, datetime):
             raise DefinitionError(f"Feature view '{view}' needs feature_start_time as a datetime.")
         for setting, value in (

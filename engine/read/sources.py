@@ -38,19 +38,31 @@ def _read_duckdb(
 ) -> Iterator[pa.RecordBatch]:
     con = duckdb.connect()
     con.execute("SET TimeZone = 'UTC'")
+    con.execute("SET enable_progress_bar = false")  # a streamed read looks long to DuckDB
     if isinstance(config, FileConfig):
         base, params = (
             f"SELECT * FROM {_READERS[config.file_format]}($path)",
             {"path": _glob(config)},
         )
     else:
-        base, params = config.query, {}
+        base, params = config.query.strip().rstrip(";"), {}
     try:
         relation = con.sql(base, params=params or None)
-        column_type = _window_column_type(view, relation.columns, [str(t) for t in relation.types])
+        column = '"' + view.window_field.replace('"', '""') + '"'
+        types = [str(t) for t in relation.types]
+        if (
+            isinstance(config, FileConfig)
+            and config.file_format == "json"
+            and view.window_field in relation.columns
+            and types[relation.columns.index(view.window_field)] == "VARCHAR"
+        ):
+            # DuckDB's JSON sniffer leaves ISO timestamps of mixed precision as text.
+            base = f"SELECT * REPLACE (CAST({column} AS TIMESTAMPTZ) AS {column}) FROM ({base})"
+            relation = con.sql(base, params=params or None)
+            types = [str(t) for t in relation.types]
+        column_type = _window_column_type(view, relation.columns, types)
         aware = column_type.startswith("TIMESTAMP WITH TIME ZONE")
         bounds = {"start": start if aware else _naive(start), "end": end if aware else _naive(end)}
-        column = '"' + view.window_field.replace('"', '""') + '"'
         windowed = con.sql(
             f"SELECT * FROM ({base}) AS source WHERE {column} >= $start AND {column} < $end",
             params={**params, **bounds},
@@ -106,7 +118,14 @@ def _read_python(
             f"Feature view '{view.name}': the loader '{name}' of source '{view.source.name}' "
             f"raised {type(exc).__name__}: {exc}"
         ) from exc
-    table = _to_arrow(view, name, _filter_lazy(view, loaded, start, end))
+    try:
+        collected = _filter_lazy(view, loaded, start, end)
+    except Exception as exc:
+        raise SourceError(
+            f"Feature view '{view.name}': the loader '{name}' of source '{view.source.name}' "
+            f"returned a LazyFrame that failed to collect: {type(exc).__name__}: {exc}"
+        ) from exc
+    table = _to_arrow(view, name, collected)
     if view.window_field not in table.column_names:
         raise _missing_window_column(view, table.column_names)
     table = pa.table(_utc_window_column(view, table))
@@ -126,8 +145,11 @@ def _filter_lazy(view: BatchFeatureView, loaded: Any, start: datetime, end: date
         return loaded
     dtype = loaded.collect_schema().get(view.window_field)
     if isinstance(dtype, pl.Datetime):
-        lo, hi = (start, end) if dtype.time_zone else (_naive(start), _naive(end))
         column = pl.col(view.window_field)
+        if dtype.time_zone:
+            column, lo, hi = column.dt.convert_time_zone("UTC"), start, end
+        else:
+            lo, hi = _naive(start), _naive(end)
         loaded = loaded.filter((column >= lo) & (column < hi))
     return loaded.collect()
 

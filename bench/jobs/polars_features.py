@@ -1,0 +1,50 @@
+"""Benchmark job: CPU-bound polars-mode features over BENCH_EVENTS, no I/O besides files."""
+
+import os
+from datetime import datetime
+
+import polars as pl
+
+from engine import (
+    Attribute,
+    BatchSource,
+    Entity,
+    Field,
+    FileConfig,
+    Float64,
+    Int64,
+    String,
+    batch_feature_view,
+)
+
+events = BatchSource(
+    name="events",
+    batch_config=FileConfig(uri=os.environ["BENCH_EVENTS"], timestamp_field="timestamp"),
+)
+user = Entity(name="user", join_keys=[Field("user_id", String)])
+
+
+@batch_feature_view(
+    name="amount_features",
+    mode="polars",
+    sources=[events],
+    entities=[user],
+    batch_schedule="1d",
+    feature_start_time=datetime(2024, 10, 26),
+    features=[
+        Attribute("amount_x2", Float64),
+        Attribute("amount_log", Float64),
+        Attribute("text_length", Int64),
+        Attribute("text_upper", String),
+    ],
+    micro_batch_size=50_000,
+)
+def amount_features(df: pl.DataFrame) -> pl.DataFrame:
+    return df.select(
+        "user_id",
+        "timestamp",
+        (pl.col("amount") * 2).alias("amount_x2"),
+        (pl.col("amount") + 1).log().alias("amount_log"),
+        pl.col("text").str.len_chars().cast(pl.Int64).alias("text_length"),
+        pl.col("text").str.to_uppercase().alias("text_upper"),
+    )
