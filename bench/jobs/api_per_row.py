@@ -3,8 +3,12 @@
 Reads BENCH_EVENTS (a Parquet file of events) and calls MOCK_API_URL/v1/score per row.
 """
 
+import http.client
+import json
 import os
+import threading
 from datetime import datetime
+from urllib.parse import urlsplit
 
 from engine import (
     Attribute,
@@ -25,23 +29,42 @@ events = BatchSource(
 user = Entity(name="user", join_keys=[Field("user_id", String)])
 
 
+class JsonSession:
+    """A keep-alive JSON-over-HTTP session with one connection per thread.
+
+    The stdlib client costs about a tenth of httpx's CPU per request, so the benchmark
+    measures the engine rather than the client (httpx tops out near 500 requests/s per core
+    here, whichever engine drives it).
+    """
+
+    def __init__(self, url: str) -> None:
+        self._address = urlsplit(url).netloc
+        self._local = threading.local()
+
+    def post(self, path: str, payload: dict) -> dict:
+        connection = getattr(self._local, "connection", None)
+        if connection is None:
+            connection = self._local.connection = http.client.HTTPConnection(self._address)
+        body = json.dumps(payload)
+        connection.request("POST", path, body, {"Content-Type": "application/json"})
+        response = connection.getresponse()
+        data = response.read()
+        if response.status != 200:
+            raise RuntimeError(f"{path} answered {response.status}: {data[:200]!r}")
+        return json.loads(data)
+
+
 @resource_provider
 def scoring_api():
-    import httpx
-
-    limits = httpx.Limits(max_connections=256, max_keepalive_connections=256)
-    client = httpx.Client(base_url=os.environ["MOCK_API_URL"], limits=limits, timeout=30)
-    yield client
-    client.close()
+    return JsonSession(os.environ["MOCK_API_URL"])
 
 
 def score(row, context):
     """One request per row; the API answers after its configured latency."""
-    response = context.resources["api"].post(
-        "/v1/score", json={"user_id": row["user_id"], "amount": row["amount"]}
+    answer = context.resources["api"].post(
+        "/v1/score", {"user_id": row["user_id"], "amount": row["amount"]}
     )
-    response.raise_for_status()
-    return {"score": response.json()["score"]}
+    return {"score": answer["score"]}
 
 
 scored = batch_feature_view(
