@@ -9,7 +9,8 @@
     ├── SourceError              a batch source cannot be read for an interval
     ├── ResourceError            a resource provider failed or a resource is unknown
     ├── TransformError           a user's transform raised
-    └── OutputError              a transform returned features that do not match the declaration
+    ├── OutputError              a transform returned features that do not match the declaration
+    └── Interrupted              the run was stopped (Ctrl-C) before the interval finished
 
 Every class takes a single message, so errors pickle across worker processes unchanged.
 """
@@ -82,3 +83,9 @@ class OutputError(RivuletError):
     """A transform returned missing, extra or mistyped features."""
 
     kind = "Output error"
+
+
+class Interrupted(RivuletError):
+    """The run was interrupted before this interval was committed."""
+
+    kind = "Interrupted"

@@ -15,6 +15,7 @@ from engine.errors import RivuletError
 
 EXIT_FAILED_INTERVALS = 1
 EXIT_BAD_INPUT = 2
+EXIT_INTERRUPTED = 130
 
 
 class _Time(click.ParamType):
@@ -66,6 +67,13 @@ def main() -> None:
 @click.option("--feature-view", "feature_views", multiple=True, help="Only this view (repeatable).")
 @click.option("--workers", default=1, show_default=True, type=int, help="Worker processes.")
 @click.option("--secrets-file", type=click.Path(dir_okay=False), help="TOML file of secrets.")
+@click.option(
+    "--rate-limit",
+    "rate_limits",
+    multiple=True,
+    metavar="PROVIDER=RPS",
+    help="Override a resource provider's requests per second for the run (repeatable).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @_reports_errors
 def backfill(
@@ -76,6 +84,7 @@ def backfill(
     feature_views: tuple[str, ...],
     workers: int,
     secrets_file: str | None,
+    rate_limits: tuple[str, ...],
     as_json: bool,
     debug: bool,
 ) -> None:
@@ -92,6 +101,7 @@ def backfill(
             feature_views=feature_views,
             workers=workers,
             secrets_file=secrets_file,
+            rate_limits=_parse_rates(rate_limits),
             on_event=progress.update,
         )
     if as_json:
@@ -99,7 +109,22 @@ def backfill(
     else:
         print_summary(summary)
     print_failures(summary, debug=debug)
+    if summary.interrupted:
+        sys.exit(EXIT_INTERRUPTED)
     sys.exit(0 if summary.ok else EXIT_FAILED_INTERVALS)
+
+
+def _parse_rates(values: tuple[str, ...]) -> dict[str, float]:
+    rates = {}
+    for value in values:
+        name, _, rate = value.partition("=")
+        try:
+            rates[name.strip()] = float(rate)
+        except ValueError:
+            raise RivuletError(
+                f"--rate-limit '{value}' is not PROVIDER=REQUESTS_PER_SECOND, e.g. openai=50."
+            ) from None
+    return rates
 
 
 @main.command()

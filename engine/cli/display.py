@@ -66,7 +66,7 @@ class RunProgress:
 
 
 def print_summary(summary: RunSummary) -> None:
-    """Rows and failures per feature view, resource builds per worker, wall time."""
+    """Rows and failures per view, call counts, resource lifecycle per worker, wall time."""
     views = Table(title=f"Run {summary.run_id} of job '{summary.job}'")
     for column in ("feature view", "intervals", "failed", "rows"):
         views.add_column(column, justify="left" if column == "feature view" else "right")
@@ -79,21 +79,37 @@ def print_summary(summary: RunSummary) -> None:
     for name, (intervals, failed, rows) in per_view.items():
         views.add_row(name, str(intervals), str(failed), f"{rows:,}")
     out.print(views)
-    builds = Table(title="Resource builds per worker")
-    builds.add_column("worker")
-    builds.add_column("provider")
-    builds.add_column("builds", justify="right")
-    builds.add_column("teardowns", justify="right")
+    stats = summary.stats
+    if stats.calls:
+        p50, p99 = stats.latency_quantile(0.5) or 0.0, stats.latency_quantile(0.99) or 0.0
+        retries = ", ".join(f"{cause} {n}" for cause, n in sorted(stats.retries.items()))
+        out.print(
+            f"calls {stats.calls:,} (failed {stats.failed_calls:,}); retries {retries or 'none'}; "
+            f"429s {stats.throttled:,}; rate-limit wait {stats.limiter_wait_seconds:.1f} s; "
+            f"latency p50 {p50 * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms; "
+            f"dead-lettered rows {stats.dead_lettered:,}",
+            highlight=False,
+        )
+    resources = Table(title="Resources per worker")
+    for column in ("worker", "provider", "builds", "rebuilds", "teardowns"):
+        resources.add_column(column, justify="left" if column == "provider" else "right")
     for report in summary.workers:
-        for provider, count in sorted(report.builds.items()):
-            builds.add_row(
-                str(report.worker), provider, str(count), str(report.teardowns.get(provider, 0))
+        for provider, count in sorted(report.stats.builds.items()):
+            resources.add_row(
+                str(report.worker),
+                provider,
+                str(count),
+                str(report.stats.rebuilds[provider]),
+                str(report.stats.teardowns[provider]),
             )
-    if builds.row_count:
-        out.print(builds)
-    state = (
-        "[green]succeeded[/]" if summary.ok else f"[red]{len(summary.failed)} interval(s) failed[/]"
-    )
+    if resources.row_count:
+        out.print(resources)
+    if summary.interrupted:
+        state = "[yellow]interrupted[/]"
+    elif summary.ok:
+        state = "[green]succeeded[/]"
+    else:
+        state = f"[red]{len(summary.failed)} interval(s) failed[/]"
     out.print(f"{state} in {summary.seconds:.1f} s; output under {summary.output}/")
 
 

@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from engine.define.fields import Attribute, Entity, Field
+from engine.define.policies import RetryPolicy
 from engine.define.resources import ResourceProvider, SecretSpec, check_secrets
 from engine.define.schedule import as_utc, parse_duration
 from engine.define.sources import BatchSource, PythonConfig, RequestSource
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
 BATCH_MODES = ("python", "pandas", "polars", "pyarrow")
+ERROR_POLICIES = ("fail", "skip", "null")
 REALTIME_MODES = ("python",)
 DEFAULT_MICRO_BATCH_SIZE = 10_000
 DEFAULT_CONCURRENCY = {"python": 64, "pandas": 4, "polars": 4, "pyarrow": 4}
@@ -35,6 +37,10 @@ class BatchFeatureView:
     Only a worker calls `function`. `micro_batch_size` is the number of source rows handed
     to the transform per batch (frame modes) or grouped per written batch (python mode);
     `concurrency` is how many transform calls may be in flight at once in one worker.
+    `retry` overrides the retry policy of its resources. `on_error` says what a call that
+    still fails after its retries does: "fail" the interval (nothing of it is committed),
+    "skip" its rows, or write them with "null" features; skipped and nulled rows go to a
+    dead-letter file under `<output>/_errors/<view>/`.
     """
 
     name: str
@@ -54,6 +60,8 @@ class BatchFeatureView:
     ttl: timedelta | None
     micro_batch_size: int
     concurrency: int
+    retry: RetryPolicy | None
+    on_error: str
     description: str | None
     owner: str | None
     tags: tuple[tuple[str, str], ...]
@@ -70,6 +78,14 @@ class BatchFeatureView:
     def window_field(self) -> str:
         """The source column the interval window filters on."""
         return self.source.batch_config.timestamp_field or self.timestamp_field
+
+    @property
+    def retry_policy(self) -> RetryPolicy:
+        """Its own `retry`, else the most patient of its resources', else the default."""
+        declared = [p.retry for _, p in self.resource_providers if p.retry is not None]
+        if self.retry is not None:
+            return self.retry
+        return max(declared, key=lambda policy: policy.max_attempts, default=RetryPolicy())
 
     @property
     def is_async(self) -> bool:
@@ -244,6 +260,8 @@ def batch_feature_view(
     ttl: timedelta | str | None = None,
     micro_batch_size: int = DEFAULT_MICRO_BATCH_SIZE,
     concurrency: int | None = None,
+    retry: RetryPolicy | None = None,
+    on_error: str = "fail",
     description: str | None = None,
     owner: str | None = None,
     tags: dict[str, str] | None = None,
@@ -271,6 +289,16 @@ def batch_feature_view(
                 f"Feature view '{view}': unknown argument(s) {', '.join(sorted(unsupported))}."
             )
         _check_mode(view, mode, BATCH_MODES)
+        if on_error not in ERROR_POLICIES:
+            raise DefinitionError(
+                f"Feature view '{view}' has on_error '{on_error}'; use one of "
+                f"{', '.join(ERROR_POLICIES)}."
+            )
+        if retry is not None and not isinstance(retry, RetryPolicy):
+            raise DefinitionError(
+                f"Feature view '{view}': retry must be a RetryPolicy(...), "
+                f"not {type(retry).__name__}."
+            )
         if len(sources) != 1 or not isinstance(sources[0], BatchSource):
             raise DefinitionError(
                 f"Feature view '{view}' needs exactly one BatchSource in `sources`; "
@@ -320,6 +348,8 @@ def batch_feature_view(
             ttl=ttl_value,
             micro_batch_size=micro_batch_size,
             concurrency=concurrency or DEFAULT_CONCURRENCY[mode],
+            retry=retry,
+            on_error=on_error,
             description=description,
             owner=owner,
             tags=tuple(sorted((tags or {}).items())),

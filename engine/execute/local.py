@@ -6,6 +6,7 @@ import multiprocessing
 import os
 import queue
 import signal
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -37,6 +38,8 @@ class WorkerFailed:
     error: str
 
 
+_GRACE_SECONDS = 30.0  # how long an interrupted run waits for workers to tear down
+
 Event = TaskStarted | RowsWritten | TaskResult | WorkerReport | WorkerFailed
 
 
@@ -56,13 +59,16 @@ class LocalExecutor:
         settings: RunSettings,
         secret_values: Mapping[Secret, str],
         on_event: Callable[[Event], None],
-    ) -> tuple[list[TaskResult], list[WorkerReport]]:
-        """Run every task; return each task's result and each worker's report."""
+    ) -> tuple[list[TaskResult], list[WorkerReport], bool]:
+        """Run every task; return each task's result, each worker's report, and whether the
+        run was interrupted (Ctrl-C), in which case workers stopped early but still tore
+        down their resources."""
         if not tasks:
-            return [], []
+            return [], [], False
         context = multiprocessing.get_context("spawn")
         todo: Any = context.Queue()
         events: Any = context.Queue()
+        stop = context.Event()
         count = min(self.workers, len(tasks))
         for task in tasks:
             todo.put(task)
@@ -71,7 +77,7 @@ class LocalExecutor:
         processes = [
             context.Process(
                 target=_worker_main,
-                args=(settings, dict(secret_values), todo, events),
+                args=(settings, dict(secret_values), todo, events, stop),
                 name=f"rivulet-worker-{i}",
                 daemon=True,
             )
@@ -83,18 +89,34 @@ class LocalExecutor:
         running: dict[int, Task] = {}
         reports: list[WorkerReport] = []
         failures: list[WorkerFailed] = []
+
+        def handle(event: Event) -> None:
+            if isinstance(event, TaskStarted):
+                running[event.worker] = event.task
+            elif isinstance(event, TaskResult):
+                results[event.task] = event
+                running.pop(event.worker, None)
+            elif isinstance(event, WorkerReport):
+                reports.append(event)
+            elif isinstance(event, WorkerFailed):
+                failures.append(event)
+            on_event(event)
+
+        def finished() -> bool:
+            return len(reports) + len(failures) == count
+
+        interrupted = False
         try:
-            for event in _events(events, processes, lambda: len(reports) + len(failures) == count):
-                if isinstance(event, TaskStarted):
-                    running[event.worker] = event.task
-                elif isinstance(event, TaskResult):
-                    results[event.task] = event
-                    running.pop(event.worker, None)
-                elif isinstance(event, WorkerReport):
-                    reports.append(event)
-                elif isinstance(event, WorkerFailed):
-                    failures.append(event)
-                on_event(event)
+            for event in _events(events, processes, finished):
+                handle(event)
+        except KeyboardInterrupt:
+            interrupted = True
+            stop.set()  # workers abandon their interval, tear down resources, and report
+            try:
+                for event in _events(events, processes, finished, timeout=_GRACE_SECONDS):
+                    handle(event)
+            except KeyboardInterrupt:
+                pass  # a second Ctrl-C: stop waiting for the workers
         finally:
             for process in processes:
                 if process.is_alive():
@@ -102,13 +124,18 @@ class LocalExecutor:
                 process.join()
         for task in tasks:
             if task not in results:
-                results[task] = _lost(task, running, failures, processes)
-        return [results[task] for task in tasks], reports
+                results[task] = _lost(task, running, failures, processes, interrupted)
+        return [results[task] for task in tasks], reports, interrupted
 
 
-def _events(events: Any, processes: list, finished: Callable[[], bool]) -> Any:
-    """Events from the workers until every worker has reported or exited."""
+def _events(
+    events: Any, processes: list, finished: Callable[[], bool], timeout: float | None = None
+) -> Any:
+    """Events from the workers until every worker has reported or exited (or `timeout`)."""
+    deadline = None if timeout is None else time.monotonic() + timeout
     while not finished():
+        if deadline is not None and time.monotonic() > deadline:
+            return
         try:
             yield events.get(timeout=0.2)
         except queue.Empty:
@@ -121,9 +148,18 @@ def _events(events: Any, processes: list, finished: Callable[[], bool]) -> Any:
 
 
 def _lost(
-    task: Task, running: dict[int, Task], failures: list[WorkerFailed], processes: list
+    task: Task,
+    running: dict[int, Task],
+    failures: list[WorkerFailed],
+    processes: list,
+    interrupted: bool,
 ) -> TaskResult:
-    """A result for a task no worker finished: its worker died, or none could start."""
+    """A result for a task no worker finished: its worker died, none could start, or the run
+    was interrupted first."""
+    if interrupted:
+        return TaskResult(
+            task, 0, error_kind="Interrupted", error="The run was interrupted before this interval."
+        )
     for worker, started in running.items():
         if started == task:
             codes = {p.pid: p.exitcode for p in processes}
@@ -142,21 +178,24 @@ def _lost(
 
 
 def _worker_main(
-    settings: RunSettings, secret_values: dict[Secret, str], todo: Any, events: Any
+    settings: RunSettings, secret_values: dict[Secret, str], todo: Any, events: Any, stop: Any
 ) -> None:
     """The body of a worker process: take tasks until the None sentinel, then report."""
     # Ctrl-C is the parent's to handle; it stops the workers.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         worker = Worker(
-            settings, secret_values, lambda task, rows: events.put(RowsWritten(task, rows))
+            settings,
+            secret_values,
+            on_rows=lambda task, rows: events.put(RowsWritten(task, rows)),
+            stopped=stop.is_set,
         )
     except Exception as exc:
         kind = exc.kind if isinstance(exc, RivuletError) else "Worker error"
         events.put(WorkerFailed(os.getpid(), kind, str(exc)))
         return
     try:
-        while (task := todo.get()) is not None:
+        while not stop.is_set() and (task := todo.get()) is not None:
             events.put(TaskStarted(task, os.getpid()))
             events.put(worker.run(task))
     finally:

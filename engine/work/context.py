@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from engine.define.resources import SecretSpec
+from engine.define.resources import ResourceProvider, SecretSpec
 from engine.define.secrets import Secret
 from engine.errors import ResourceError, SecretError
 
@@ -37,7 +38,7 @@ class _Declared(Mapping[str, Any]):
         return name in self._values
 
     def get(self, name: str, default: Any = None) -> Any:
-        return self._values.get(name, default)
+        return self[name] if name in self._values else default
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._values)
@@ -66,9 +67,23 @@ class Secrets(_Declared):
 
 
 class Resources(_Declared):
-    """Built resources by the names a feature view gave them in `resource_providers=`."""
+    """Resources by the names a feature view gave them in `resource_providers=`.
+
+    Each lookup asks the worker's pool, so a call always gets the current instance (a
+    repaired one after a breakage, this thread's own for a per-thread provider).
+    """
 
     _what = "resource"
+
+    def __init__(self, owner: str, providers: dict[str, ResourceProvider], pool: Any) -> None:
+        super().__init__(owner, providers)
+        self._pool = pool
+
+    def __getitem__(self, name: str) -> Any:
+        return self._pool.get(super().__getitem__(name))
+
+    def provider(self, name: str) -> ResourceProvider:
+        return super().__getitem__(name)
 
     def _undeclared(self, message: str) -> Exception:
         return ResourceError(message + " Add it to resource_providers={...}.")
@@ -76,13 +91,39 @@ class Resources(_Declared):
 
 @dataclass(frozen=True)
 class Context:
-    """What a transform sees besides its rows: resources, secrets and the interval."""
+    """What a transform sees besides its rows: resources, secrets and the interval.
+
+    `spend(name, tokens)` takes more tokens of a rate-limited resource when one call makes
+    several requests (`await aspend(...)` from an async transform).
+    """
 
     resources: Resources
     secrets: Secrets
     start_time: datetime
     end_time: datetime
     batch_schedule: timedelta
+    _limits: Any = field(default=None, repr=False)
+    _loop: asyncio.AbstractEventLoop | None = field(default=None, repr=False)
+
+    def spend(self, resource: str, tokens: float) -> None:
+        """Block until `tokens` more of the resource's rate limit are available (sync code)."""
+        assert self._loop is not None and self._limits is not None
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is self._loop:
+            raise ResourceError(
+                "context.spend() was called from an async transform; use "
+                "`await context.aspend(...)` there."
+            )
+        name = self.resources.provider(resource).name
+        asyncio.run_coroutine_threadsafe(self._limits.take(name, tokens), self._loop).result()
+
+    async def aspend(self, resource: str, tokens: float) -> None:
+        """Wait until `tokens` more of the resource's rate limit are available (async code)."""
+        assert self._limits is not None
+        await self._limits.take(self.resources.provider(resource).name, tokens)
 
 
 @dataclass(frozen=True)

@@ -1,38 +1,56 @@
-"""Running a transform over a stream of source batches, per mode, into output tables."""
+"""Running a transform over a stream of source batches, per mode, into output tables.
+
+A call that fails for good follows the view's `on_error`: "fail" raises (the interval is
+not committed), "skip" drops its rows, "null" keeps them with null features; skipped and
+nulled rows are recorded in the interval's dead letters.
+"""
 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import AsyncIterator, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from typing import Any
 
 import pyarrow as pa
 
 from engine.define.feature_views import BatchFeatureView
-from engine.errors import RivuletError, TransformError
-from engine.work.calls import call, ordered_map
+from engine.errors import Interrupted, OutputError, RivuletError, TransformError
+from engine.work.caller import Caller, FailedCall
+from engine.work.calls import ordered_map
 from engine.work.context import Context
 from engine.write.conform import describe_row, frame_to_table, merge_row, rows_to_table
+from engine.write.dead_letters import DeadLetters
 
 
 async def run_transform(
     view: BatchFeatureView,
     batches: Iterable[pa.RecordBatch],
     context: Context,
-    threads: ThreadPoolExecutor,
+    caller: Caller,
+    dead_letters: DeadLetters,
+    stopped: Callable[[], bool],
 ) -> AsyncIterator[pa.Table]:
     """Yield one output table per source batch, in source order."""
     runner = _run_python if view.mode == "python" else _run_frames
-    async for table in runner(view, batches, context, threads):
+    async for table in runner(
+        view, _until_stopped(batches, stopped), context, caller, dead_letters
+    ):
         yield table
+
+
+def _until_stopped(batches: Iterable[pa.RecordBatch], stopped: Callable[[], bool]) -> Iterator:
+    for batch in batches:
+        if stopped():
+            raise Interrupted("The run was interrupted before this interval was finished.")
+        yield batch
 
 
 async def _run_python(
     view: BatchFeatureView,
     batches: Iterable[pa.RecordBatch],
     context: Context,
-    threads: ThreadPoolExecutor,
+    caller: Caller,
+    dead_letters: DeadLetters,
 ) -> AsyncIterator[pa.Table]:
     """One call per row, up to `view.concurrency` at once across batch boundaries."""
     sizes: deque[int] = deque()
@@ -42,18 +60,24 @@ async def _run_python(
             sizes.append(batch.num_rows)
             yield from batch.to_pylist()
 
-    async def compute(row: dict[str, Any]) -> dict[str, Any]:
-        returned = await _invoke(
-            view, threads, row, context, lambda: f"the row {describe_row(view, row)}"
-        )
-        return merge_row(view, row, returned)
+    async def compute(row: dict[str, Any]) -> dict[str, Any] | None:
+        attempts = 1
+        try:
+            returned, attempts = await _call(view, caller, row, context, row)
+            return merge_row(view, row, returned)
+        except (TransformError, OutputError) as error:
+            if view.on_error == "fail":
+                raise
+            dead_letters.add(row, attempts, error)
+            return _null_row(view, row) if view.on_error == "null" else None
 
-    done: list[dict[str, Any]] = []
+    done: list[dict[str, Any] | None] = []
     async for row in ordered_map(rows(), compute, view.concurrency):
         done.append(row)
         if len(done) == sizes[0]:
             sizes.popleft()
-            yield rows_to_table(view, done, context.start_time, context.end_time)
+            kept = [row for row in done if row is not None]
+            yield rows_to_table(view, kept, context.start_time, context.end_time)
             done = []
 
 
@@ -61,37 +85,57 @@ async def _run_frames(
     view: BatchFeatureView,
     batches: Iterable[pa.RecordBatch],
     context: Context,
-    threads: ThreadPoolExecutor,
+    caller: Caller,
+    dead_letters: DeadLetters,
 ) -> AsyncIterator[pa.Table]:
     """One call per micro-batch, up to `view.concurrency` batches at once."""
     to_frame = _frame_converter(view.mode)
 
     async def compute(batch: pa.RecordBatch) -> pa.Table:
-        def where() -> str:
-            first = describe_row(view, batch.slice(0, 1).to_pylist()[0])
-            return f"the micro-batch of {batch.num_rows} rows starting at {first}"
-
-        result = await _invoke(view, threads, to_frame(batch), context, where)
-        return frame_to_table(view, result, batch, context.start_time, context.end_time)
+        first = batch.slice(0, 1).to_pylist()[0]
+        attempts = 1
+        try:
+            result, attempts = await _call(view, caller, to_frame(batch), context, first, batch)
+            return frame_to_table(view, result, batch, context.start_time, context.end_time)
+        except (TransformError, OutputError) as error:
+            if view.on_error == "fail":
+                raise
+            rows = batch.to_pylist()
+            for row in rows:
+                dead_letters.add(row, attempts, error)
+            kept = [_null_row(view, row) for row in rows] if view.on_error == "null" else []
+            return rows_to_table(view, kept, context.start_time, context.end_time)
 
     async for table in ordered_map(batches, compute, view.concurrency):
         yield table
 
 
-async def _invoke(
-    view: BatchFeatureView, threads: ThreadPoolExecutor, data: Any, context: Context, where: Any
-) -> Any:
-    """Call the transform; turn a user exception into a TransformError naming view and row."""
-    kwargs = {"context": context} if view.takes_context else {}
+async def _call(
+    view: BatchFeatureView,
+    caller: Caller,
+    data: Any,
+    context: Context,
+    first_row: dict[str, Any],
+    batch: pa.RecordBatch | None = None,
+) -> tuple[Any, int]:
+    """Call the transform through the caller; name the view and row in a final failure."""
     try:
-        return await call(threads, view.function, data, **kwargs)
-    except RivuletError:
-        raise
-    except Exception as exc:
+        return await caller(data, context)
+    except FailedCall as failed:
+        if isinstance(failed.error, RivuletError):
+            raise failed.error from None
+        where = f"the row {describe_row(view, first_row)}"
+        if batch is not None:
+            where = f"the micro-batch of {batch.num_rows} rows starting at {where[4:]}"
+        tries = f", after {failed.attempts} attempts" if failed.attempts > 1 else ""
         raise TransformError(
-            f"Feature view '{view.name}': the transform raised {type(exc).__name__}: {exc} "
-            f"(on {where()})."
-        ) from exc
+            f"Feature view '{view.name}': the transform raised {type(failed.error).__name__}: "
+            f"{failed.error} (on {where}{tries})."
+        ) from failed.error
+
+
+def _null_row(view: BatchFeatureView, row: dict[str, Any]) -> dict[str, Any]:
+    return merge_row(view, row, {f.name: None for f in view.features})
 
 
 def _frame_converter(mode: str) -> Any:

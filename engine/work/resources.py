@@ -1,85 +1,198 @@
-"""A worker's resources: each provider built once, on first need, and torn down at the end."""
+"""A worker's resources: built on first need with retries, repaired when broken, torn down once.
+
+Each provider is built once per worker ("shared" and "serialize"), or once per worker thread
+("per_thread"). Every instance built is torn down exactly once: a shared one when a repair
+replaces it, the rest at `close()`. A provider that cannot be built is remembered as failed,
+so later tasks needing it fail at once with the same error.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import logging
-from collections import Counter
+import threading
 from collections.abc import Mapping
 from typing import Any
+
+from tenacity import AsyncRetrying, Retrying
 
 from engine.define.resources import ResourceProvider
 from engine.define.secrets import Secret
 from engine.errors import ResourceError, RivuletError
 from engine.work.context import ProviderContext, Secrets
+from engine.work.retrying import tenacity_args
+from engine.work.stats import CallStats
+from engine.work.transient import is_connection_error
 
 log = logging.getLogger("rivulet")
 
 
 class ResourcePool:
-    """Builds each resource provider at most once and shares the result across tasks.
+    """The resources of one worker, with their build, rebuild and teardown counts in `stats`."""
 
-    A generator provider is resumed after its `yield` at `close()`; a returned object with
-    `aclose()` or `close()` has it called. `builds` and `teardowns` count per provider name.
-    """
-
-    def __init__(self, secret_values: Mapping[Secret, str]) -> None:
+    def __init__(self, secret_values: Mapping[Secret, str], stats: CallStats) -> None:
         self._secret_values = secret_values
-        self._resources: dict[str, Any] = {}
+        self._stats = stats
+        self._shared: dict[str, Any] = {}
+        self._handles: dict[str, Any] = {}
+        self._generation: dict[str, int] = {}
+        self._failed: dict[str, ResourceError] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._local = threading.local()
+        self._mutex = threading.Lock()  # guards stats and teardowns touched from threads
         self._teardowns: list[tuple[str, Any]] = []
-        self.builds: Counter[str] = Counter()
-        self.teardowns: Counter[str] = Counter()
+        self._streak: dict[str, int] = {}  # connection errors in a row, per provider
 
-    async def acquire(self, provider: ResourceProvider) -> Any:
-        """The provider's resource, built now if this worker has not built it yet."""
-        if provider.name not in self._resources:
-            self._resources[provider.name] = await self._build(provider)
-            self.builds[provider.name] += 1
-        return self._resources[provider.name]
+    async def acquire(self, provider: ResourceProvider) -> None:
+        """Make sure the provider's resource can be had; build a shared one now if needed."""
+        if provider.name in self._failed:
+            raise self._failed[provider.name]
+        self._generation.setdefault(provider.name, 0)
+        if provider.thread_safety != "per_thread" and provider.name not in self._shared:
+            await self._build_shared(provider)
 
-    async def _build(self, provider: ResourceProvider) -> Any:
-        secrets = Secrets(
-            f"Resource provider '{provider.name}'", provider.secrets, self._secret_values
-        )
-        args = (ProviderContext(secrets),) if provider.takes_context else ()
+    def get(self, provider: ResourceProvider) -> Any:
+        """The resource for this call: the shared instance, or this thread's own."""
+        if provider.thread_safety != "per_thread":
+            return self._shared[provider.name]
+        mine = getattr(self._local, provider.name, None)
+        generation = self._generation[provider.name]
+        if mine is None or mine[0] != generation:
+            # A replaced per-thread instance is torn down with the others at close().
+            value, handle = self._build_in_thread(provider, rebuild=mine is not None)
+            mine = (generation, value, handle)
+            setattr(self._local, provider.name, mine)
+        return mine[1]
+
+    def generation(self, provider: ResourceProvider) -> int:
+        return self._generation[provider.name]
+
+    def is_broken_by(self, provider: ResourceProvider, exc: BaseException) -> bool:
+        """Whether the provider declares `exc` as meaning its resource is broken."""
+        broken_on = provider.broken_on
+        if broken_on is None:
+            return False
+        return isinstance(exc, broken_on) if isinstance(broken_on, tuple) else broken_on(exc)
+
+    async def report(
+        self, provider: ResourceProvider, exc: BaseException | None, generation: int
+    ) -> None:
+        """Note how a call using the resource ended; repair the resource if that broke it.
+
+        Broken means an error the provider's `broken_on` names, or else `broken_after`
+        connection errors in a row.
+        """
+        if exc is None:
+            self._streak[provider.name] = 0
+            return
+        if provider.broken_on is None and is_connection_error(exc):
+            self._streak[provider.name] = self._streak.get(provider.name, 0) + 1
+            broken = self._streak[provider.name] >= provider.broken_after
+        else:
+            broken = self.is_broken_by(provider, exc)
+        if broken:
+            self._streak[provider.name] = 0
+            await self.repair(provider, generation)
+
+    async def repair(self, provider: ResourceProvider, generation: int) -> None:
+        """Replace a broken resource, unless a concurrent call already did since `generation`."""
+        lock = self._locks.setdefault(provider.name, asyncio.Lock())
+        async with lock:
+            if self._generation[provider.name] != generation:
+                return
+            self._generation[provider.name] += 1
+            if provider.thread_safety == "per_thread":
+                return  # each thread replaces its own instance on its next call
+            handle = self._handles.pop(provider.name)
+            del self._shared[provider.name]
+            await self._tear_down(provider.name, handle)
+            await self._build_shared(provider, rebuild=True)
+
+    async def close(self) -> None:
+        """Tear down every instance still alive, newest first; failures are logged."""
+        while self._teardowns:
+            name, handle = self._teardowns.pop()
+            await self._tear_down(name, handle, forget=False)
+        self._shared.clear()
+        self._handles.clear()
+
+    async def _build_shared(self, provider: ResourceProvider, rebuild: bool = False) -> None:
         try:
-            made = provider.function(*args)
-            if inspect.isgenerator(made):
-                self._teardowns.append((provider.name, made))
-                return next(made)
-            if inspect.isasyncgen(made):
-                self._teardowns.append((provider.name, made))
-                return await anext(made)
-            if inspect.isawaitable(made):
-                made = await made
+            async for attempt in AsyncRetrying(**tenacity_args(provider.init_retry)):
+                with attempt:
+                    value, handle = await _start_async(provider, self._context(provider))
         except RivuletError:
             raise
         except Exception as exc:
-            raise ResourceError(
-                f"Resource provider '{provider.name}' failed to build its resource: "
-                f"{type(exc).__name__}: {exc}"
-            ) from exc
-        self._teardowns.append((provider.name, made))
-        return made
+            raise self._give_up(provider, exc) from exc
+        self._shared[provider.name] = value
+        self._handles[provider.name] = handle
+        self._count_build(provider.name, handle, rebuild)
 
-    async def close(self) -> None:
-        """Tear down each built resource, newest first; a failing teardown is logged, not raised."""
-        while self._teardowns:
-            name, made = self._teardowns.pop()
-            try:
-                await _tear_down(made)
-            except Exception as exc:
-                log.warning("Teardown of resource provider '%s' failed: %s", name, exc)
-            self.teardowns[name] += 1
-        self._resources.clear()
+    def _build_in_thread(self, provider: ResourceProvider, rebuild: bool) -> tuple[Any, Any]:
+        try:
+            for attempt in Retrying(**tenacity_args(provider.init_retry)):
+                with attempt:
+                    value, handle = _start(provider, self._context(provider))
+        except Exception as exc:
+            raise self._give_up(provider, exc) from exc
+        self._count_build(provider.name, handle, rebuild)
+        return value, handle
+
+    def _give_up(self, provider: ResourceProvider, exc: Exception) -> ResourceError:
+        error = ResourceError(
+            f"Resource provider '{provider.name}' failed to build its resource after "
+            f"{provider.init_retry.max_attempts} attempt(s): {type(exc).__name__}: {exc}"
+        )
+        self._failed[provider.name] = error
+        return error
+
+    def _context(self, provider: ResourceProvider) -> tuple[Any, ...]:
+        owner = f"Resource provider '{provider.name}'"
+        secrets = Secrets(owner, provider.secrets, self._secret_values)
+        return (ProviderContext(secrets),) if provider.takes_context else ()
+
+    def _count_build(self, name: str, handle: Any, rebuild: bool) -> None:
+        with self._mutex:
+            self._stats.builds[name] += 1
+            self._stats.rebuilds[name] += rebuild
+            self._teardowns.append((name, handle))
+
+    async def _tear_down(self, name: str, handle: Any, forget: bool = True) -> None:
+        if forget:
+            with self._mutex:
+                self._teardowns.remove((name, handle))
+        try:
+            if inspect.isgenerator(handle):
+                next(handle, None)
+            elif inspect.isasyncgen(handle):
+                await anext(handle, None)
+            elif hasattr(handle, "aclose"):
+                await handle.aclose()
+            elif hasattr(handle, "close"):
+                handle.close()
+        except Exception as exc:
+            log.warning("Teardown of resource provider '%s' failed: %s", name, exc)
+        with self._mutex:
+            self._stats.teardowns[name] += 1
 
 
-async def _tear_down(made: Any) -> None:
+def _start(provider: ResourceProvider, args: tuple[Any, ...]) -> tuple[Any, Any]:
+    """Call a sync provider: (the resource, what to tear down)."""
+    made = provider.function(*args)
     if inspect.isgenerator(made):
-        next(made, None)
-    elif inspect.isasyncgen(made):
-        await anext(made, None)
-    elif hasattr(made, "aclose"):
-        await made.aclose()
-    elif hasattr(made, "close"):
-        made.close()
+        return next(made), made
+    return made, made
+
+
+async def _start_async(provider: ResourceProvider, args: tuple[Any, ...]) -> tuple[Any, Any]:
+    """Call any provider, sync or async, plain or generator: (the resource, its teardown)."""
+    made = provider.function(*args)
+    if inspect.isasyncgen(made):
+        return await anext(made), made
+    if inspect.isawaitable(made):
+        made = await made
+    if inspect.isgenerator(made):
+        return next(made), made
+    return made, made

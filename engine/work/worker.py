@@ -16,9 +16,13 @@ from engine.errors import RivuletError
 from engine.plan.job import load_job
 from engine.plan.tasks import Task
 from engine.read.sources import read_window
+from engine.work.caller import Caller
 from engine.work.context import Context, Resources, Secrets
+from engine.work.limits import Limits
 from engine.work.modes import run_transform
 from engine.work.resources import ResourcePool
+from engine.work.stats import CallStats
+from engine.write.dead_letters import DeadLetters
 from engine.write.parquet import PartitionWriter, partition_dir
 
 
@@ -29,6 +33,8 @@ class RunSettings:
     job_path: str
     output: str
     run_id: str
+    rates: dict[str, tuple[float, float]] = field(default_factory=dict)
+    """Per-worker (requests per second, burst) by provider name: the run's limit / workers."""
 
 
 @dataclass(frozen=True)
@@ -52,11 +58,10 @@ class TaskResult:
 
 @dataclass(frozen=True)
 class WorkerReport:
-    """What a worker did with its resources over the whole run."""
+    """What a worker did over the whole run: its calls and its resources' lifecycle."""
 
     worker: int
-    builds: dict[str, int] = field(default_factory=dict)
-    teardowns: dict[str, int] = field(default_factory=dict)
+    stats: CallStats = field(default_factory=CallStats)
 
 
 class Worker:
@@ -73,15 +78,20 @@ class Worker:
         settings: RunSettings,
         secret_values: Mapping[Secret, str],
         on_rows: Callable[[Task, int], None] = lambda task, rows: None,
+        stopped: Callable[[], bool] = lambda: False,
     ) -> None:
         self.settings = settings
         self.job = load_job(settings.job_path)
         self._secret_values = secret_values
         self._on_rows = on_rows
+        self._stopped = stopped
         self._loop = asyncio.new_event_loop()
         most = max(view.concurrency for view in self.job.feature_views.values())
         self._threads = ThreadPoolExecutor(max_workers=most, thread_name_prefix="rivulet-call")
-        self._pool = ResourcePool(secret_values)
+        self._stats = CallStats()
+        self._pool = ResourcePool(secret_values, self._stats)
+        self._limits = Limits(settings.rates, self._stats)
+        self._callers: dict[str, Caller] = {}
 
     def run(self, task: Task) -> TaskResult:
         """Compute one interval of one feature view and commit its Parquet file."""
@@ -103,13 +113,18 @@ class Worker:
 
     async def _run(self, task: Task) -> tuple[Path, int]:
         view = self.job.feature_views[task.feature_view]
-        resources = {key: await self._pool.acquire(p) for key, p in view.resource_providers}
+        for _, provider in view.resource_providers:
+            await self._pool.acquire(provider)
         context = Context(
-            resources=Resources(f"Feature view '{view.name}'", resources),
+            resources=Resources(
+                f"Feature view '{view.name}'", dict(view.resource_providers), self._pool
+            ),
             secrets=Secrets(f"Feature view '{view.name}'", view.secrets, self._secret_values),
             start_time=task.start,
             end_time=task.end,
             batch_schedule=view.batch_schedule,
+            _limits=self._limits,
+            _loop=self._loop,
         )
         metadata = {
             "rivulet.job": self.job.name,
@@ -119,12 +134,20 @@ class Worker:
             "rivulet.interval_start": task.start.isoformat(),
             "rivulet.interval_end": task.end.isoformat(),
         }
+        caller = self._callers.get(view.name)
+        if caller is None:
+            caller = Caller(view, self._pool, self._limits, self._stats, self._threads)
+            self._callers[view.name] = caller
+        dead_letters = DeadLetters(view, task.start, task.end, self._redact)
         folder = partition_dir(self.settings.output, view.name, task.start)
         batches = read_window(view, task.start, task.end)
         with PartitionWriter(folder, view.output_schema(), metadata) as writer:
-            async for table in run_transform(view, batches, context, self._threads):
+            outputs = run_transform(view, batches, context, caller, dead_letters, self._stopped)
+            async for table in outputs:
                 writer.write(table)
                 self._on_rows(task, table.num_rows)
+            dead_letters.commit(self.settings.output, metadata)
+            self._stats.dead_lettered += len(dead_letters.rows)
             return writer.commit(), writer.rows
 
     def close(self) -> WorkerReport:
@@ -134,7 +157,7 @@ class Worker:
         finally:
             self._threads.shutdown(wait=False, cancel_futures=True)
             self._loop.close()
-        return WorkerReport(os.getpid(), dict(self._pool.builds), dict(self._pool.teardowns))
+        return WorkerReport(os.getpid(), self._stats)
 
     def _redact(self, text: str) -> str:
         for value in self._secret_values.values():

@@ -1,0 +1,90 @@
+"""One transform call as Rivulet makes it: rate limits, in-flight caps, retries, repairs."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from tenacity import AsyncRetrying, RetryCallState
+
+from engine.define.feature_views import BatchFeatureView
+from engine.work.calls import call
+from engine.work.limits import Limits
+from engine.work.resources import ResourcePool
+from engine.work.retrying import tenacity_args
+from engine.work.stats import CallStats
+from engine.work.transient import transient_cause
+
+
+class FailedCall(Exception):
+    """A call that failed for good; carries the last error and the attempts made."""
+
+    def __init__(self, error: Exception, attempts: int) -> None:
+        super().__init__(str(error))
+        self.error = error
+        self.attempts = attempts
+
+
+class Caller:
+    """Calls a view's transform under its resources' limits, retrying by its retry policy.
+
+    Each attempt holds an in-flight place and a rate-limit token of every resource the view
+    uses. After a failure each resource is told, so a broken one is repaired before the
+    next attempt. Raises FailedCall when the error is not retryable or attempts run out.
+    """
+
+    def __init__(
+        self,
+        view: BatchFeatureView,
+        pool: ResourcePool,
+        limits: Limits,
+        stats: CallStats,
+        threads: ThreadPoolExecutor,
+    ) -> None:
+        self._view = view
+        self._providers = [provider for _, provider in view.resource_providers]
+        self._pool = pool
+        self._limits = limits
+        self._stats = stats
+        self._threads = threads
+        broken = lambda exc: any(pool.is_broken_by(p, exc) for p in self._providers)  # noqa: E731
+        self._retry_args = tenacity_args(view.retry_policy, also=broken)
+
+    async def __call__(self, data: Any, context: Any) -> tuple[Any, int]:
+        """The transform's result and the number of attempts it took."""
+        kwargs = {"context": context} if self._view.takes_context else {}
+        attempts = 0
+        try:
+            async for attempt in AsyncRetrying(**self._retry_args, before_sleep=self._count_retry):
+                with attempt:
+                    attempts = attempt.retry_state.attempt_number
+                    result = await self._attempt(self._view.function, data, kwargs)
+        except Exception as exc:
+            self._stats.failed_calls += 1
+            raise FailedCall(exc, attempts) from exc
+        return result, attempts
+
+    async def _attempt(self, function: Callable[..., Any], data: Any, kwargs: dict) -> Any:
+        generations = [(p, self._pool.generation(p)) for p in self._providers]
+        async with self._limits.slot(self._providers):
+            began = time.perf_counter()
+            error: Exception | None = None
+            try:
+                return await call(self._threads, function, data, **kwargs)
+            except Exception as exc:
+                error = exc
+                if transient_cause(exc) == "429":
+                    self._stats.throttled += 1
+                raise
+            finally:
+                self._stats.calls += 1
+                self._stats.record_latency(time.perf_counter() - began)
+                for provider, generation in generations:
+                    await self._pool.report(provider, error, generation)
+
+    def _count_retry(self, state: RetryCallState) -> None:
+        error = state.outcome.exception() if state.outcome else None
+        cause = transient_cause(error) if error else None
+        self._stats.retries[cause or type(error).__name__] += 1

@@ -1,0 +1,67 @@
+"""A worker's rate limiters and concurrency caps, one of each per resource provider."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Mapping, Sequence
+
+from aiolimiter import AsyncLimiter
+
+from engine.define.resources import ResourceProvider
+from engine.work.stats import CallStats
+
+
+class Limits:
+    """Token buckets (aiolimiter) and in-flight caps shared by every view and batch of a worker.
+
+    `rates` maps a provider name to (requests per second, burst) for this worker: the run's
+    limit divided by the number of workers, so that together they keep to it. A bucket
+    starts full, not empty, so a run opens at the steady rate instead of with a burst.
+    """
+
+    def __init__(self, rates: Mapping[str, tuple[float, float]], stats: CallStats) -> None:
+        self._rates = rates
+        self._stats = stats
+        self._limiters: dict[str, AsyncLimiter] = {}
+        self._caps: dict[str, asyncio.Semaphore | None] = {}
+
+    @contextlib.asynccontextmanager
+    async def slot(self, providers: Sequence[ResourceProvider]) -> AsyncIterator[None]:
+        """Hold one in-flight place of each capped provider and one token of each limited one."""
+        async with contextlib.AsyncExitStack() as stack:
+            for provider in providers:
+                cap = self._cap(provider)
+                if cap is not None:
+                    await stack.enter_async_context(cap)
+            for provider in providers:
+                await self.take(provider.name, 1)
+            yield
+
+    async def take(self, name: str, tokens: float) -> None:
+        """Wait for `tokens` of the named provider's bucket (no-op when it has no limit)."""
+        limiter = await self._limiter(name)
+        if limiter is None:
+            return
+        began = time.perf_counter()
+        while tokens > 0:
+            chunk = min(tokens, limiter.max_rate)  # aiolimiter refuses more than its capacity
+            await limiter.acquire(chunk)
+            tokens -= chunk
+        self._stats.limiter_wait_seconds += time.perf_counter() - began
+
+    async def _limiter(self, name: str) -> AsyncLimiter | None:
+        if name not in self._rates:
+            return None
+        if name not in self._limiters:
+            rate, burst = self._rates[name]
+            limiter = self._limiters[name] = AsyncLimiter(burst, burst / rate)
+            await limiter.acquire(burst)  # start full: no opening burst
+        return self._limiters[name]
+
+    def _cap(self, provider: ResourceProvider) -> asyncio.Semaphore | None:
+        if provider.name not in self._caps:
+            size = 1 if provider.thread_safety == "serialize" else provider.max_concurrency
+            self._caps[provider.name] = asyncio.Semaphore(size) if size else None
+        return self._caps[provider.name]
