@@ -11,6 +11,7 @@ from engine.define.feature_views import (
     realtime_feature_view,
 )
 from engine.define.fields import Attribute, Entity, Field
+from engine.define.policies import RateLimit, RetryPolicy
 from engine.define.resources import ResourceProvider, resource_provider
 from engine.define.secrets import Secret
 from engine.define.sources import BatchSource, DuckDBConfig, FileConfig, PythonConfig, RequestSource
@@ -45,9 +46,11 @@ __all__ = [
     "Int32",
     "Int64",
     "PythonConfig",
+    "RateLimit",
     "RealtimeFeatureView",
     "RequestSource",
     "ResourceProvider",
+    "RetryPolicy",
     "RivuletError",
     "RunSummary",
     "Secret",

@@ -63,13 +63,18 @@ async def _run_python(
     async def compute(row: dict[str, Any]) -> dict[str, Any] | None:
         attempts = 1
         try:
-            returned, attempts = await _call(view, caller, row, context, row)
+            returned, attempts = await _call(
+                view, caller, row, context, f"the row {describe_row(view, row)}"
+            )
             return merge_row(view, row, returned)
-        except (TransformError, OutputError) as error:
-            if view.on_error == "fail":
-                raise
-            dead_letters.add(row, attempts, error)
-            return _null_row(view, row) if view.on_error == "null" else None
+        except _Failed as failed:
+            error, attempts = failed.error, failed.attempts
+        except OutputError as output_error:
+            error = output_error
+        if view.on_error == "fail":
+            raise error
+        dead_letters.add(row, attempts, error)
+        return _null_row(view, row) if view.on_error == "null" else None
 
     done: list[dict[str, Any] | None] = []
     async for row in ordered_map(rows(), compute, view.concurrency):
@@ -92,46 +97,54 @@ async def _run_frames(
     to_frame = _frame_converter(view.mode)
 
     async def compute(batch: pa.RecordBatch) -> pa.Table:
-        first = batch.slice(0, 1).to_pylist()[0]
+        first = describe_row(view, batch.slice(0, 1).to_pylist()[0])
+        where = f"the micro-batch of {batch.num_rows} rows starting at {first}"
         attempts = 1
         try:
-            result, attempts = await _call(view, caller, to_frame(batch), context, first, batch)
+            result, attempts = await _call(view, caller, to_frame(batch), context, where)
             return frame_to_table(view, result, batch, context.start_time, context.end_time)
-        except (TransformError, OutputError) as error:
-            if view.on_error == "fail":
-                raise
-            rows = batch.to_pylist()
-            for row in rows:
-                dead_letters.add(row, attempts, error)
-            kept = [_null_row(view, row) for row in rows] if view.on_error == "null" else []
-            return rows_to_table(view, kept, context.start_time, context.end_time)
+        except _Failed as failed:
+            error, attempts = failed.error, failed.attempts
+        except OutputError as output_error:
+            error = output_error
+        if view.on_error == "fail":
+            raise error
+        rows = batch.to_pylist()
+        for row in rows:
+            dead_letters.add(row, attempts, error)
+        kept = [_null_row(view, row) for row in rows] if view.on_error == "null" else []
+        return rows_to_table(view, kept, context.start_time, context.end_time)
 
     async for table in ordered_map(batches, compute, view.concurrency):
         yield table
 
 
+class _Failed(Exception):
+    """A transform call that failed for good, as the error to report and its attempts."""
+
+    def __init__(self, error: TransformError, attempts: int) -> None:
+        self.error = error
+        self.attempts = attempts
+
+
 async def _call(
-    view: BatchFeatureView,
-    caller: Caller,
-    data: Any,
-    context: Context,
-    first_row: dict[str, Any],
-    batch: pa.RecordBatch | None = None,
+    view: BatchFeatureView, caller: Caller, data: Any, context: Context, where: str
 ) -> tuple[Any, int]:
-    """Call the transform through the caller; name the view and row in a final failure."""
+    """Call the transform through the caller. A user error that persists becomes _Failed
+    (for the error policy); Rivulet's own errors (a resource that cannot be built, an
+    undeclared secret) propagate and fail the interval whatever the policy."""
     try:
         return await caller(data, context)
     except FailedCall as failed:
         if isinstance(failed.error, RivuletError):
             raise failed.error from None
-        where = f"the row {describe_row(view, first_row)}"
-        if batch is not None:
-            where = f"the micro-batch of {batch.num_rows} rows starting at {where[4:]}"
         tries = f", after {failed.attempts} attempts" if failed.attempts > 1 else ""
-        raise TransformError(
+        error = TransformError(
             f"Feature view '{view.name}': the transform raised {type(failed.error).__name__}: "
             f"{failed.error} (on {where}{tries})."
-        ) from failed.error
+        )
+        error.__cause__ = failed.error
+        raise _Failed(error, failed.attempts) from failed.error
 
 
 def _null_row(view: BatchFeatureView, row: dict[str, Any]) -> dict[str, Any]:

@@ -11,6 +11,7 @@ import pyarrow as pa
 
 from engine.define.feature_views import BatchFeatureView
 from engine.define.types import Timestamp
+from engine.errors import RivuletError
 from engine.write.parquet import PartitionWriter, partition_dir
 
 ERRORS_FOLDER = "_errors"
@@ -30,7 +31,7 @@ class DeadLetters:
         self._redact = redact
         self.rows: list[dict[str, Any]] = []
 
-    def add(self, row: dict[str, Any], attempts: int, error: BaseException) -> None:
+    def add(self, row: dict[str, Any], attempts: int, error: RivuletError) -> None:
         record = {key.name: row.get(key.name) for key in self._view.join_keys}
         record[self._view.timestamp_field] = row.get(
             self._view.timestamp_field, row.get(self._view.window_field)
@@ -39,7 +40,7 @@ class DeadLetters:
             interval_start=self._start,
             interval_end=self._end,
             attempts=attempts,
-            error=self._redact(f"{type(error).__name__}: {error}"),
+            error=self._redact(str(error)),
         )
         self.rows.append(record)
 
