@@ -129,6 +129,7 @@ class ResourcePool:
         self._shared[provider.name] = value
         self._handles[provider.name] = handle
         self._count_build(provider.name, handle, rebuild)
+        _warn_of_own_retries(provider, value)
 
     def _build_in_thread(self, provider: ResourceProvider, rebuild: bool) -> tuple[Any, Any]:
         try:
@@ -176,6 +177,20 @@ class ResourcePool:
             log.warning("Teardown of resource provider '%s' failed: %s", name, exc)
         with self._mutex:
             self._stats.teardowns[name] += 1
+
+
+def _warn_of_own_retries(provider: ResourceProvider, value: Any) -> None:
+    """The openai SDK retries by itself (max_retries=2): say so, since attempts multiply."""
+    retries = getattr(value, "max_retries", 0)
+    if type(value).__module__.startswith("openai") and isinstance(retries, int) and retries > 0:
+        log.warning(
+            "Resource provider '%s' returned an openai client with max_retries=%d, so each of "
+            "Rivulet's attempts may make %d requests; pass max_retries=0 to the client to let "
+            "Rivulet's RetryPolicy count every request.",
+            provider.name,
+            retries,
+            retries + 1,
+        )
 
 
 def _start(provider: ResourceProvider, args: tuple[Any, ...]) -> tuple[Any, Any]:
