@@ -31,6 +31,11 @@ class RivuletError(Exception):
         return self.message
 
 
+def one_line(text: object) -> str:
+    """Another library's message folded into one line, to quote inside a paragraph."""
+    return " ".join(str(text).split())
+
+
 class DefinitionError(RivuletError):
     """A feature view, source, entity or resource provider is declared wrongly."""
 

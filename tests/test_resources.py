@@ -85,5 +85,7 @@ def test_each_provider_is_built_once_per_worker(workers: int, write_job, tmp_pat
     assert sorted(str(w.worker) for w in summary.workers) == sorted(pids)
     for report in summary.workers:
         assert report.stats.builds["client"] == 1
-        assert report.stats.builds.get("closable", 0) == calls[("build-closable", str(report.worker))]
+        assert (
+            report.stats.builds.get("closable", 0) == calls[("build-closable", str(report.worker))]
+        )
         assert report.stats.teardowns == report.stats.builds

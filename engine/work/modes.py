@@ -14,7 +14,7 @@ from typing import Any
 import pyarrow as pa
 
 from engine.define.feature_views import BatchFeatureView
-from engine.errors import Interrupted, OutputError, RivuletError, TransformError
+from engine.errors import Interrupted, OutputError, RivuletError, TransformError, one_line
 from engine.work.caller import Caller, FailedCall
 from engine.work.calls import ordered_map
 from engine.work.context import Context
@@ -141,7 +141,7 @@ async def _call(
         tries = f", after {failed.attempts} attempts" if failed.attempts > 1 else ""
         error = TransformError(
             f"Feature view '{view.name}': the transform raised {type(failed.error).__name__}: "
-            f"{failed.error} (on {where}{tries})."
+            f"{one_line(failed.error)} (on {where}{tries})."
         )
         error.__cause__ = failed.error
         raise _Failed(error, failed.attempts) from failed.error

@@ -19,7 +19,7 @@ from tenacity import AsyncRetrying, Retrying
 
 from engine.define.resources import ResourceProvider
 from engine.define.secrets import Secret
-from engine.errors import ResourceError, RivuletError
+from engine.errors import ResourceError, RivuletError, one_line
 from engine.work.context import ProviderContext, Secrets
 from engine.work.retrying import tenacity_args
 from engine.work.stats import CallStats
@@ -101,13 +101,13 @@ class ResourcePool:
         async with lock:
             if self._generation[provider.name] != generation:
                 return
+            if provider.thread_safety != "per_thread":
+                # Build the new one before retiring the old, so calls in flight never find none.
+                broken = self._handles[provider.name]
+                await self._build_shared(provider, rebuild=True)
+                await self._tear_down(provider.name, broken)
+            # Per-thread instances: each thread replaces its own on its next call.
             self._generation[provider.name] += 1
-            if provider.thread_safety == "per_thread":
-                return  # each thread replaces its own instance on its next call
-            handle = self._handles.pop(provider.name)
-            del self._shared[provider.name]
-            await self._tear_down(provider.name, handle)
-            await self._build_shared(provider, rebuild=True)
 
     async def close(self) -> None:
         """Tear down every instance still alive, newest first; failures are logged."""
@@ -144,7 +144,7 @@ class ResourcePool:
     def _give_up(self, provider: ResourceProvider, exc: Exception) -> ResourceError:
         error = ResourceError(
             f"Resource provider '{provider.name}' failed to build its resource after "
-            f"{provider.init_retry.max_attempts} attempt(s): {type(exc).__name__}: {exc}"
+            f"{provider.init_retry.max_attempts} attempt(s): {type(exc).__name__}: {one_line(exc)}"
         )
         self._failed[provider.name] = error
         return error
@@ -166,13 +166,13 @@ class ResourcePool:
                 self._teardowns.remove((name, handle))
         try:
             if inspect.isgenerator(handle):
-                next(handle, None)
+                await asyncio.to_thread(next, handle, None)
             elif inspect.isasyncgen(handle):
                 await anext(handle, None)
             elif hasattr(handle, "aclose"):
                 await handle.aclose()
             elif hasattr(handle, "close"):
-                handle.close()
+                await asyncio.to_thread(handle.close)
         except Exception as exc:
             log.warning("Teardown of resource provider '%s' failed: %s", name, exc)
         with self._mutex:
@@ -202,12 +202,14 @@ def _start(provider: ResourceProvider, args: tuple[Any, ...]) -> tuple[Any, Any]
 
 
 async def _start_async(provider: ResourceProvider, args: tuple[Any, ...]) -> tuple[Any, Any]:
-    """Call any provider, sync or async, plain or generator: (the resource, its teardown)."""
-    made = provider.function(*args)
-    if inspect.isasyncgen(made):
+    """Call any provider, sync or async, plain or generator: (the resource, its teardown).
+
+    Sync code runs on a thread, so a slow connect does not stall calls already in flight.
+    """
+    if inspect.isasyncgenfunction(provider.function):
+        made = provider.function(*args)
         return await anext(made), made
-    if inspect.isawaitable(made):
-        made = await made
-    if inspect.isgenerator(made):
-        return next(made), made
-    return made, made
+    if inspect.iscoroutinefunction(provider.function):
+        made = await provider.function(*args)
+        return made, made
+    return await asyncio.to_thread(_start, provider, args)

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import re
 import time
 import traceback
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from engine.define.secrets import Secret
-from engine.errors import RivuletError
+from engine.errors import RivuletError, one_line
 from engine.plan.job import load_job
 from engine.plan.tasks import Task
 from engine.read.sources import read_window
@@ -83,6 +86,7 @@ class Worker:
         self.settings = settings
         self.job = load_job(settings.job_path)
         self._secret_values = secret_values
+        self._secret_fragments = secret_fragments(secret_values.values())
         self._on_rows = on_rows
         self._stopped = stopped
         self._loop = asyncio.new_event_loop()
@@ -100,7 +104,11 @@ class Worker:
             path, rows = self._loop.run_until_complete(self._run(task))
         except Exception as exc:
             kind = exc.kind if isinstance(exc, RivuletError) else "Internal error"
-            message = str(exc) if isinstance(exc, RivuletError) else f"{type(exc).__name__}: {exc}"
+            message = (
+                str(exc)
+                if isinstance(exc, RivuletError)
+                else f"{type(exc).__name__}: {one_line(exc)}"
+            )
             return TaskResult(
                 task,
                 os.getpid(),
@@ -160,7 +168,18 @@ class Worker:
         return WorkerReport(os.getpid(), self._stats)
 
     def _redact(self, text: str) -> str:
-        for value in self._secret_values.values():
-            if value:
-                text = text.replace(value, "***")
+        for fragment in self._secret_fragments:
+            text = text.replace(fragment, "***")
         return text
+
+
+def secret_fragments(values: Iterable[str]) -> list[str]:
+    """What to redact for each secret: the value, and the password inside a URL or DSN
+    (libraries quote those alone, e.g. libpq's "invalid percent-encoded token")."""
+    fragments = set()
+    for value in values:
+        fragments.add(value)
+        with contextlib.suppress(ValueError):  # not a URL
+            fragments.add(urlsplit(value).password or "")
+        fragments.update(re.findall(r"password\s*=\s*'?([^\s']+)", value))
+    return sorted((f for f in fragments if len(f) >= 4), key=len, reverse=True)
