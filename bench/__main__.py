@@ -6,13 +6,14 @@ import sys
 import tempfile
 from pathlib import Path
 
-from bench import api_throughput, memory
+from bench import api_throughput, memory, rate_limit
 
 
 def run() -> None:
     only = set(sys.argv[1:])
     with tempfile.TemporaryDirectory(prefix="rivulet-bench-") as workdir:
-        for name, module in (("api", api_throughput), ("memory", memory)):
+        benchmarks = (("api", api_throughput), ("rate", rate_limit), ("memory", memory))
+        for name, module in benchmarks:
             if not only or name in only:
                 module.main(Path(workdir) / name)
 

@@ -34,6 +34,7 @@ def test_backfill_succeeds_with_progress_and_summary(write_job, tmp_path: Path) 
     result = run_cli("backfill", job, *RANGE, "--output", tmp_path / "o", env=SECRET)
     assert result.returncode == 0, result.stderr
     assert "3/3 intervals" in result.stderr and "144 rows" in result.stderr
+    assert "144 calls" in result.stderr and "0 retries" in result.stderr
     assert "view" in result.stdout and "144" in result.stdout and "succeeded" in result.stdout
     assert "acme" in result.stdout  # resource builds per worker
     count = duckdb.sql(f"SELECT count(*), min(f) FROM '{tmp_path}/o/view/*/*.parquet'").fetchall()
@@ -49,6 +50,11 @@ def test_json_summary(write_job, tmp_path: Path) -> None:
     assert summary["ok"] is True and summary["intervals"] == 3
     assert summary["rows_by_feature_view"] == {"view": 144}
     assert [builds for builds in summary["resource_builds_by_worker"].values()] == [{"acme": 1}]
+    assert summary["calls"] == 144 and summary["failed_calls"] == 0
+    assert summary["retries_by_cause"] == {} and summary["throttled_429"] == 0
+    assert summary["resources"] == {"builds": {"acme": 1}, "rebuilds": {}, "teardowns": {"acme": 1}}
+    assert 0 < summary["call_latency_p50_ms"] <= summary["call_latency_p99_ms"]
+    assert summary["dead_lettered_rows"] == 0 and summary["rate_limit_wait_seconds"] == 0
 
 
 def test_failed_interval_exit_code_and_listing(write_job, tmp_path: Path) -> None:

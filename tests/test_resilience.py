@@ -267,7 +267,7 @@ def test_fail_policy_commits_nothing_of_the_interval(write_job, tmp_path):
 THREADS = """
 import threading
 
-@resource_provider(thread_safety="{safety}")
+@resource_provider({options})
 def counter():
     note("build")
     return {{"active": 0, "peak": 0, "lock": threading.Lock()}}
@@ -289,15 +289,28 @@ def view(row, context):
 
 def test_serialized_resource_sees_one_call_at_a_time(write_job, tmp_path):
     log = tmp_path / "log"
-    job = write_job(LOGGER.format(log=str(log)) + THREADS.format(safety="serialize"))
+    job = write_job(
+        LOGGER.format(log=str(log)) + THREADS.format(options='thread_safety="serialize"')
+    )
     assert backfill(job, *DAYS, output=tmp_path / "o").ok
     assert calls(log)["build"] == 1
     assert duckdb.sql(f"SELECT max(peak) FROM '{tmp_path}/o/view/*/*.parquet'").fetchall() == [(1,)]
 
 
+def test_max_concurrency_caps_calls_in_flight(write_job, tmp_path):
+    log = tmp_path / "log"
+    job = write_job(LOGGER.format(log=str(log)) + THREADS.format(options="max_concurrency=3"))
+    summary = backfill(job, *DAYS, output=tmp_path / "o")
+    assert summary.ok, summary.failed
+    peak = duckdb.sql(f"SELECT max(peak) FROM '{tmp_path}/o/view/*/*.parquet'").fetchall()
+    assert peak == [(3,)]  # the view allows 8 in flight; the resource caps them at 3
+
+
 def test_per_thread_resource_is_built_once_per_thread(write_job, tmp_path):
     log = tmp_path / "log"
-    job = write_job(LOGGER.format(log=str(log)) + THREADS.format(safety="per_thread"))
+    job = write_job(
+        LOGGER.format(log=str(log)) + THREADS.format(options='thread_safety="per_thread"')
+    )
     summary = backfill(job, *DAYS, output=tmp_path / "o")
     assert summary.ok, summary.failed
     threads = [line.split()[2] for line in log.read_text().splitlines()]

@@ -30,12 +30,16 @@ class RunProgress:
             TextColumn("intervals"),
             TextColumn("{task.fields[rows]:,} rows"),
             TextColumn("{task.fields[rate]:,.0f} rows/s"),
+            TextColumn("{task.fields[calls]:,} calls"),
+            TextColumn("{task.fields[retries]:,} retries"),
+            TextColumn("{task.fields[throttle]:,.1f} s throttled"),
             TimeElapsedColumn(),
             console=err,
             disable=not enabled,
         )
         self._bar: Any = None
         self._rows = 0
+        self._workers: dict[int, RowsWritten] = {}  # each worker's latest running counts
 
     def __enter__(self) -> RunProgress:
         return self
@@ -52,17 +56,34 @@ class RunProgress:
             for note in event.notes:
                 err.print(f"[yellow]Note:[/] {note}")
             self._progress.start()  # only now: an error before planning prints alone
-            self._bar = self._progress.add_task(event.job, total=len(event.tasks), rows=0, rate=0.0)
+            self._bar = self._progress.add_task(
+                event.job,
+                total=len(event.tasks),
+                rows=0,
+                rate=0.0,
+                calls=0,
+                retries=0,
+                throttle=0.0,
+            )
             return
         if self._bar is None:
             return
         if isinstance(event, RowsWritten):
             self._rows += event.rows
+            self._workers[event.worker] = event
         elif isinstance(event, TaskResult):
             self._progress.advance(self._bar)
         elapsed = self._progress.tasks[0].elapsed or 0.0
         rate = self._rows / elapsed if elapsed else 0.0
-        self._progress.update(self._bar, rows=self._rows, rate=rate)
+        latest = self._workers.values()
+        self._progress.update(
+            self._bar,
+            rows=self._rows,
+            rate=rate,
+            calls=sum(w.calls for w in latest),
+            retries=sum(w.retries for w in latest),
+            throttle=sum(w.throttle_seconds for w in latest),
+        )
 
 
 def print_summary(summary: RunSummary) -> None:

@@ -25,8 +25,14 @@ class TaskStarted:
 
 @dataclass(frozen=True)
 class RowsWritten:
+    """A batch of rows written, with the worker's running call counts for progress."""
+
     task: Task
     rows: int
+    worker: int
+    calls: int
+    retries: int
+    throttle_seconds: float
 
 
 @dataclass(frozen=True)
@@ -187,7 +193,16 @@ def _worker_main(
         worker = Worker(
             settings,
             secret_values,
-            on_rows=lambda task, rows: events.put(RowsWritten(task, rows)),
+            on_rows=lambda task, rows, stats: events.put(
+                RowsWritten(
+                    task,
+                    rows,
+                    os.getpid(),
+                    stats.calls,
+                    sum(stats.retries.values()),
+                    stats.limiter_wait_seconds,
+                )
+            ),
             stopped=stop.is_set,
         )
     except Exception as exc:

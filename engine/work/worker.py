@@ -80,7 +80,7 @@ class Worker:
         self,
         settings: RunSettings,
         secret_values: Mapping[Secret, str],
-        on_rows: Callable[[Task, int], None] = lambda task, rows: None,
+        on_rows: Callable[[Task, int, CallStats], None] = lambda task, rows, stats: None,
         stopped: Callable[[], bool] = lambda: False,
     ) -> None:
         self.settings = settings
@@ -153,7 +153,7 @@ class Worker:
             outputs = run_transform(view, batches, context, caller, dead_letters, self._stopped)
             async for table in outputs:
                 writer.write(table)
-                self._on_rows(task, table.num_rows)
+                self._on_rows(task, table.num_rows, self._stats)
             dead_letters.commit(self.settings.output, metadata)
             self._stats.dead_lettered += len(dead_letters.rows)
             return writer.commit(), writer.rows
