@@ -27,7 +27,8 @@ from engine.define.types import (
     Timestamp,
 )
 from engine.errors import RivuletError
-from engine.run import RunSummary, backfill
+from engine.record.summary import RunSummary
+from engine.run import backfill, plan, run_due
 
 __all__ = [
     "Array",
@@ -58,6 +59,8 @@ __all__ = [
     "Timestamp",
     "backfill",
     "batch_feature_view",
+    "plan",
     "realtime_feature_view",
     "resource_provider",
+    "run_due",
 ]

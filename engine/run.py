@@ -1,114 +1,30 @@
-"""The library entry point for a backfill: plan, check, execute, summarize."""
+"""The library's entry points: backfill a range, run what is due, plan without running."""
 
 from __future__ import annotations
 
-import functools
 import secrets
 import time
-from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 from engine.define.feature_views import BatchFeatureView
+from engine.define.schedule import as_utc
 from engine.errors import SettingsError
 from engine.execute.local import Event, LocalExecutor
 from engine.plan.environments import check_environments
-from engine.plan.job import load_job
+from engine.plan.intervals import complete_before, range_notes, tile
+from engine.plan.job import Job, load_job
 from engine.plan.secrets import resolve_secrets
-from engine.plan.tasks import Task, plan_tasks
-from engine.work.stats import CallStats
-from engine.work.worker import RunSettings, TaskResult, WorkerReport
+from engine.plan.states import PlannedInterval, plan_intervals
+from engine.record.ledger import Entry, Ledger
+from engine.record.lock import output_lock
+from engine.record.reconcile import reconcile
+from engine.record.summary import RunPlanned, RunSummary
+from engine.work.worker import RunSettings
 
-
-@dataclass(frozen=True)
-class RunPlanned:
-    """The first event of a run: what it will do."""
-
-    job: str
-    run_id: str
-    tasks: tuple[Task, ...]
-    notes: tuple[str, ...]
-
-
-@dataclass
-class RunSummary:
-    """What a run did: per-task results, per-worker resource counts, wall time."""
-
-    job: str
-    run_id: str
-    output: Path
-    results: list[TaskResult]
-    workers: list[WorkerReport]
-    seconds: float
-    notes: list[str] = field(default_factory=list)
-    interrupted: bool = False
-
-    @property
-    def stats(self) -> CallStats:
-        """Call and resource counts summed over the workers."""
-        return functools.reduce(CallStats.merge, (w.stats for w in self.workers), CallStats())
-
-    @property
-    def ok(self) -> bool:
-        return not self.interrupted and all(result.ok for result in self.results)
-
-    @property
-    def failed(self) -> list[TaskResult]:
-        return [result for result in self.results if not result.ok]
-
-    @property
-    def rows_by_view(self) -> dict[str, int]:
-        rows: Counter[str] = Counter()
-        for result in self.results:
-            rows[result.task.feature_view] += result.rows
-        return dict(rows)
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready form of the summary."""
-        stats = self.stats
-        p50, p99 = stats.latency_quantile(0.5), stats.latency_quantile(0.99)
-        return {
-            "job": self.job,
-            "run_id": self.run_id,
-            "output": str(self.output),
-            "ok": self.ok,
-            "seconds": round(self.seconds, 3),
-            "intervals": len(self.results),
-            "failed_intervals": len(self.failed),
-            "rows": sum(self.rows_by_view.values()),
-            "rows_by_feature_view": self.rows_by_view,
-            "interrupted": self.interrupted,
-            "calls": stats.calls,
-            "failed_calls": stats.failed_calls,
-            "retries_by_cause": dict(stats.retries),
-            "throttled_429": stats.throttled,
-            "rate_limit_wait_seconds": round(stats.limiter_wait_seconds, 3),
-            "call_latency_p50_ms": None if p50 is None else round(p50 * 1000, 3),
-            "call_latency_p99_ms": None if p99 is None else round(p99 * 1000, 3),
-            "dead_lettered_rows": stats.dead_lettered,
-            "resources": {
-                "builds": dict(stats.builds),
-                "rebuilds": dict(+stats.rebuilds),
-                "teardowns": dict(stats.teardowns),
-            },
-            "resource_builds_by_worker": {
-                str(w.worker): dict(w.stats.builds) for w in self.workers
-            },
-            "failures": [
-                {
-                    "feature_view": r.task.feature_view,
-                    "interval_start": r.task.start.isoformat(),
-                    "interval_end": r.task.end.isoformat(),
-                    "kind": r.error_kind,
-                    "error": r.error,
-                }
-                for r in self.failed
-            ],
-            "notes": self.notes,
-        }
+Windows = dict[str, list[tuple[datetime, datetime]]]
+OnEvent = Callable[[Event | RunPlanned], None]
 
 
 def backfill(
@@ -121,12 +37,16 @@ def backfill(
     workers: int = 1,
     secrets_file: str | Path | None = None,
     rate_limits: Mapping[str, float] | None = None,
-    on_event: Callable[[Event | RunPlanned], None] = lambda event: None,
+    overwrite: bool = False,
+    allow_stale: bool = False,
+    on_event: OnEvent = lambda event: None,
 ) -> RunSummary:
     """Materialize every interval of the job's feature views in [start, end) to Parquet.
 
-    Everything that can be checked before work starts is (the job imports, the feature views
-    exist, environments are installed, every secret has a value); such problems raise a
+    Committed intervals are skipped (so a rerun resumes) unless `overwrite`; intervals
+    committed by a different definition stop the run unless `overwrite` or `allow_stale`.
+    Everything that can be checked before work starts is (the job imports, the views exist,
+    environments are installed, every secret has a value): such problems raise a
     RivuletError. Failures of single intervals do not raise: they are in the summary.
     `rate_limits` overrides the requests per second of named resource providers.
 
@@ -134,24 +54,126 @@ def backfill(
         summary = backfill("jobs/embeddings.py", datetime(2024, 10, 26), datetime(2024, 11, 9))
         assert summary.ok, summary.failed
     """
+    loaded, views = _load(job, feature_views)
+    windows, notes = _windows(views, start, end)
+    return _materialize(
+        loaded, views, windows, "backfill", output, workers, secrets_file, rate_limits,
+        overwrite, allow_stale, notes, on_event,
+    )  # fmt: skip
+
+
+def run_due(
+    job: str | Path,
+    until: datetime | None = None,
+    *,
+    output: str | Path = "offline_store",
+    feature_views: Sequence[str] = (),
+    workers: int = 1,
+    secrets_file: str | Path | None = None,
+    rate_limits: Mapping[str, float] | None = None,
+    allow_stale: bool = False,
+    on_event: OnEvent = lambda event: None,
+) -> RunSummary:
+    """The scheduled run: every complete interval after the last committed one (or from
+    `feature_start_time`) up to `until` (default now). An interval still open is left for a
+    later run, so running twice in a row does nothing the second time."""
+    loaded, views = _load(job, feature_views)
+    until = as_utc(until or datetime.now(UTC))
+    windows = {}
+    for view in views:
+        committed = [e.interval_end for e in _committed(output, view)]
+        since = max(committed, default=view.feature_start_time)
+        windows[view.name] = complete_before(
+            view.feature_start_time, view.batch_schedule, since, until
+        )
+    return _materialize(
+        loaded, views, windows, "run", output, workers, secrets_file, rate_limits,
+        False, allow_stale, [], on_event,
+    )  # fmt: skip
+
+
+def plan(
+    job: str | Path,
+    start: datetime,
+    end: datetime,
+    *,
+    output: str | Path = "offline_store",
+    feature_views: Sequence[str] = (),
+    overwrite: bool = False,
+) -> tuple[list[PlannedInterval], list[str]]:
+    """Each interval in [start, end) with its state and whether a backfill would compute it,
+    plus notes on how the range was read. Writes nothing."""
+    _, views = _load(job, feature_views)
+    windows, notes = _windows(views, start, end)
+    return plan_intervals(output, views, windows, overwrite=overwrite, allow_stale=True), notes
+
+
+def _load(job: str | Path, feature_views: Sequence[str]) -> tuple[Job, list[BatchFeatureView]]:
+    loaded = load_job(job)
+    return loaded, loaded.select(feature_views)
+
+
+def _windows(
+    views: Sequence[BatchFeatureView], start: datetime, end: datetime
+) -> tuple[Windows, list[str]]:
+    """Each view's intervals over [start, end), and notes on clipping and widening."""
+    windows, notes = {}, []
+    for view in views:
+        windows[view.name] = tile(view.feature_start_time, view.batch_schedule, start, end)
+        notes += range_notes(view.name, view.feature_start_time, start, end, windows[view.name])
+    return windows, notes
+
+
+def _committed(output: str | Path, view: BatchFeatureView) -> list[Entry]:
+    ledger = Ledger.existing(output)
+    return ledger.entries(view.name, state="committed") if ledger else []
+
+
+def _materialize(
+    loaded: Job,
+    views: list[BatchFeatureView],
+    windows: Windows,
+    command: str,
+    output: str | Path,
+    workers: int,
+    secrets_file: str | Path | None,
+    rate_limits: Mapping[str, float] | None,
+    overwrite: bool,
+    allow_stale: bool,
+    notes: list[str],
+    on_event: OnEvent,
+) -> RunSummary:
+    """Check, lock the store, reconcile, plan, execute, record: the body of every run."""
     began = time.perf_counter()
     if workers < 1:
         raise SettingsError(f"--workers must be at least 1, not {workers}.")
-    loaded = load_job(job)
-    views = loaded.select(feature_views)
-    notes = check_environments(views, loaded.environments)
+    notes = notes + check_environments(views, loaded.environments)
     secret_values = resolve_secrets(views, secrets_file)
-    tasks = plan_tasks(views, start, end)
-    rates = worker_rates(views, rate_limits or {}, min(workers, max(len(tasks), 1)))
-    run_id = f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
-    on_event(RunPlanned(loaded.name, run_id, tuple(tasks), tuple(notes)))
-    settings = RunSettings(str(loaded.path), str(Path(output).resolve()), run_id, rates)
-    executor = LocalExecutor(workers)
-    results, reports, interrupted = executor.run(tasks, settings, secret_values, on_event)
-    seconds = time.perf_counter() - began
-    return RunSummary(
-        loaded.name, run_id, Path(output), results, reports, seconds, notes, interrupted
-    )
+    output = Path(output)
+    with output_lock(output):
+        ledger = Ledger(output)
+        notes += reconcile(output, views, ledger)
+        planned = plan_intervals(
+            output, views, windows, overwrite=overwrite, allow_stale=allow_stale
+        )
+        tasks = [p.task for p in planned if p.run]
+        rates = worker_rates(views, rate_limits or {}, min(workers, max(len(tasks), 1)))
+        run_id = f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
+        skipped = len(planned) - len(tasks)
+        on_event(RunPlanned(loaded.name, run_id, tuple(tasks), tuple(notes), skipped))
+        ledger.start_run(run_id, loaded.name, command)
+        settings = RunSettings(str(loaded.path), str(output.resolve()), run_id, rates)
+        results, reports, interrupted = LocalExecutor(workers).run(
+            tasks, settings, secret_values, on_event
+        )
+        summary = RunSummary(
+            loaded.name, run_id, output, results, reports, time.perf_counter() - began,
+            notes, interrupted, skipped,
+        )  # fmt: skip
+        outcome = "interrupted" if interrupted else "succeeded" if summary.ok else "failed"
+        rows = sum(summary.rows_by_view.values())
+        ledger.finish_run(run_id, outcome, len(results), len(summary.failed), rows)
+    return summary
 
 
 def worker_rates(

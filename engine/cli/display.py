@@ -12,7 +12,7 @@ from rich.table import Table
 
 from engine.execute.local import RowsWritten
 from engine.plan.job import Job
-from engine.run import RunPlanned, RunSummary
+from engine.record.summary import RunPlanned, RunSummary
 from engine.work.worker import TaskResult
 
 out = Console()

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from engine.define.fields import Attribute, Entity, Field
 from engine.define.policies import RetryPolicy
 from engine.define.resources import ResourceProvider, SecretSpec, check_secrets
-from engine.define.schedule import as_utc, parse_duration
+from engine.define.schedule import Months, Schedule, as_utc, parse_duration, parse_schedule
 from engine.define.sources import BatchSource, PythonConfig, RequestSource
 from engine.define.types import DataType, Timestamp
 from engine.errors import DefinitionError
@@ -50,7 +50,7 @@ class BatchFeatureView:
     entities: tuple[Entity, ...]
     timestamp_field: str
     features: tuple[Attribute, ...]
-    batch_schedule: timedelta
+    batch_schedule: Schedule
     feature_start_time: datetime
     resource_providers: tuple[tuple[str, ResourceProvider], ...]
     secrets: tuple[tuple[str, SecretSpec], ...]
@@ -248,7 +248,7 @@ def batch_feature_view(
     sources: Sequence[BatchSource],
     entities: Sequence[Entity],
     features: Sequence[Attribute],
-    batch_schedule: timedelta | str,
+    batch_schedule: timedelta | str | Schedule,
     feature_start_time: datetime,
     timestamp_field: str | None = None,
     name: str | None = None,
@@ -313,15 +313,22 @@ def batch_feature_view(
                 f"Feature view '{view}' needs timestamp_field (or one on its source's config)."
             )
         keys = {k.name for e in entities for k in e.join_keys}
-        durations = {}
-        for setting, value in (("batch_schedule", batch_schedule), ("ttl", ttl)):
+        durations: dict[str, Any] = {}
+        parsers = (("batch_schedule", batch_schedule, parse_schedule), ("ttl", ttl, parse_duration))
+        for setting, value, parse in parsers:
             try:
-                durations[setting] = parse_duration(value) if value is not None else None
+                durations[setting] = parse(value) if value is not None else None
             except ValueError as exc:
                 raise DefinitionError(f"Feature view '{view}': {setting} {exc}.") from None
         schedule, ttl_value = durations["batch_schedule"], durations["ttl"]
         if not isinstance(feature_start_time, datetime):
             raise DefinitionError(f"Feature view '{view}' needs feature_start_time as a datetime.")
+        if isinstance(schedule, Months) and feature_start_time.day > 28:
+            raise DefinitionError(
+                f"Feature view '{view}': a monthly batch_schedule needs a feature_start_time on "
+                f"day 1 to 28 of a month (every month has those), not day "
+                f"{feature_start_time.day}."
+            )
         for setting, value in (
             ("micro_batch_size", micro_batch_size),
             ("concurrency", concurrency),

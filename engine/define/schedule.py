@@ -1,8 +1,10 @@
-"""Parsing of `batch_schedule`, `ttl` and `feature_start_time` values."""
+"""Parsing of `batch_schedule`, `ttl` and `feature_start_time` values, and stepping through time."""
 
 from __future__ import annotations
 
+import calendar
 import re
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 _UNITS = {"s": "seconds", "m": "minutes", "min": "minutes", "h": "hours", "d": "days", "w": "weeks"}
@@ -21,6 +23,66 @@ def parse_duration(value: timedelta | str) -> timedelta:
     if duration <= timedelta(0):
         raise ValueError(f"{value!r} is not a positive duration")
     return duration
+
+
+@dataclass(frozen=True)
+class Months:
+    """A calendar schedule: intervals of `count` months (lengths vary, so no timedelta)."""
+
+    count: int = 1
+
+    def __str__(self) -> str:
+        return f"{self.count} month{'s' if self.count > 1 else ''}"
+
+
+Schedule = timedelta | Months
+_NAMED = {"hourly": timedelta(hours=1), "daily": timedelta(days=1), "weekly": timedelta(weeks=1)}
+_MONTHS = re.compile(r"^\s*(\d+)\s*(mo|month|months)\s*$")
+
+
+def parse_schedule(value: timedelta | Months | str) -> Schedule:
+    """A batch_schedule: a duration (see parse_duration), "hourly", "daily", "weekly",
+    "monthly", or "3mo" / "3 months"; raise ValueError."""
+    if isinstance(value, Months):
+        return value
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text in _NAMED:
+            return _NAMED[text]
+        if text == "monthly":
+            return Months(1)
+        if match := _MONTHS.match(text):
+            if int(match[1]) < 1:
+                raise ValueError(f"{value!r} is not a positive schedule")
+            return Months(int(match[1]))
+    return parse_duration(value)
+
+
+def add_months(moment: datetime, months: int) -> datetime:
+    """The same day and time `months` calendar months later (earlier when negative)."""
+    index = moment.year * 12 + moment.month - 1 + months
+    year, month = divmod(index, 12)
+    day = min(moment.day, calendar.monthrange(year, month + 1)[1])
+    return moment.replace(year=year, month=month + 1, day=day)
+
+
+def interval_floor(origin: datetime, schedule: Schedule, moment: datetime) -> datetime:
+    """The start of the interval that contains `moment`, intervals aligned on `origin`."""
+    if isinstance(schedule, timedelta):
+        return origin + ((moment - origin) // schedule) * schedule
+    steps = ((moment.year - origin.year) * 12 + moment.month - origin.month) // schedule.count
+    while add_months(origin, steps * schedule.count) > moment:
+        steps -= 1
+    while add_months(origin, (steps + 1) * schedule.count) <= moment:
+        steps += 1
+    return add_months(origin, steps * schedule.count)
+
+
+def next_boundary(moment: datetime, schedule: Schedule) -> datetime:
+    """The end of the interval starting at `moment`."""
+    if isinstance(schedule, timedelta):
+        return moment + schedule
+    return add_months(moment, schedule.count)
 
 
 def as_utc(moment: datetime) -> datetime:

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 
-from engine.define.schedule import as_utc
+from engine.define.schedule import Schedule, as_utc, interval_floor, next_boundary
 from engine.errors import SettingsError
 
 
 def tile(
-    feature_start_time: datetime, schedule: timedelta, start: datetime, end: datetime
+    feature_start_time: datetime, schedule: Schedule, start: datetime, end: datetime
 ) -> list[tuple[datetime, datetime]]:
-    """The intervals `[t, t + schedule)` aligned on `feature_start_time` that overlap [start, end).
+    """The intervals aligned on `feature_start_time` that overlap [start, end).
 
     A range that does not fall on interval boundaries is widened to whole intervals; time
     before `feature_start_time` is left out.
@@ -21,10 +21,42 @@ def tile(
         raise SettingsError(
             f"The start {start:%Y-%m-%d %H:%M} is not before the end {end:%Y-%m-%d %H:%M}."
         )
-    first = max(start, feature_start_time)
-    cursor = feature_start_time + ((first - feature_start_time) // schedule) * schedule
+    cursor = interval_floor(feature_start_time, schedule, max(start, feature_start_time))
     intervals = []
     while cursor < end:
-        intervals.append((cursor, cursor + schedule))
-        cursor += schedule
+        following = next_boundary(cursor, schedule)
+        intervals.append((cursor, following))
+        cursor = following
     return intervals
+
+
+def complete_before(
+    feature_start_time: datetime, schedule: Schedule, start: datetime, until: datetime
+) -> list[tuple[datetime, datetime]]:
+    """The intervals from `start` whose end is at or before `until` (none still open)."""
+    if as_utc(until) <= as_utc(start):
+        return []
+    return [i for i in tile(feature_start_time, schedule, start, until) if i[1] <= as_utc(until)]
+
+
+def range_notes(
+    view: str,
+    feature_start_time: datetime,
+    start: datetime,
+    end: datetime,
+    intervals: list[tuple[datetime, datetime]],
+) -> list[str]:
+    """What planning changed about a requested range: clipped, or widened to whole intervals."""
+    start, end = as_utc(start), as_utc(end)
+    notes = []
+    if start < feature_start_time:
+        notes.append(
+            f"Feature view '{view}' starts at {feature_start_time:%Y-%m-%d %H:%M}; the time "
+            f"before it is left out."
+        )
+    if intervals and (intervals[0][0] < max(start, feature_start_time) or intervals[-1][1] > end):
+        notes.append(
+            f"Feature view '{view}': the range was widened to whole intervals, "
+            f"[{intervals[0][0]:%Y-%m-%d %H:%M}, {intervals[-1][1]:%Y-%m-%d %H:%M})."
+        )
+    return notes

@@ -6,11 +6,13 @@ import asyncio
 import contextlib
 import os
 import re
+import signal
 import time
 import traceback
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -19,6 +21,7 @@ from engine.errors import RivuletError, one_line
 from engine.plan.job import load_job
 from engine.plan.tasks import Task
 from engine.read.sources import read_window
+from engine.record.ledger import Ledger
 from engine.work.caller import Caller
 from engine.work.context import Context, Resources, Secrets
 from engine.work.limits import Limits
@@ -96,12 +99,14 @@ class Worker:
         self._pool = ResourcePool(secret_values, self._stats)
         self._limits = Limits(settings.rates, self._stats)
         self._callers: dict[str, Caller] = {}
+        self._ledger = Ledger(settings.output)
+        self._commits = 0
 
     def run(self, task: Task) -> TaskResult:
-        """Compute one interval of one feature view and commit its Parquet file."""
-        began = time.perf_counter()
+        """Compute one interval of one feature view, commit its Parquet file, record it."""
+        began, started_at = time.perf_counter(), datetime.now(UTC)
         try:
-            path, rows = self._loop.run_until_complete(self._run(task))
+            path, rows = self._loop.run_until_complete(self._run(task, started_at))
         except Exception as exc:
             kind = exc.kind if isinstance(exc, RivuletError) else "Internal error"
             message = (
@@ -109,7 +114,7 @@ class Worker:
                 if isinstance(exc, RivuletError)
                 else f"{type(exc).__name__}: {one_line(exc)}"
             )
-            return TaskResult(
+            result = TaskResult(
                 task,
                 os.getpid(),
                 seconds=time.perf_counter() - began,
@@ -117,9 +122,14 @@ class Worker:
                 error=self._redact(message),
                 detail=self._redact("".join(traceback.format_exception(exc))),
             )
+            self._ledger.fail(
+                task.feature_view, task.start, task.end, self.settings.run_id,
+                f"{kind}: {result.error}", started_at,
+            )  # fmt: skip
+            return result
         return TaskResult(task, os.getpid(), rows, time.perf_counter() - began, str(path))
 
-    async def _run(self, task: Task) -> tuple[Path, int]:
+    async def _run(self, task: Task, started_at: datetime) -> tuple[Path, int]:
         view = self.job.feature_views[task.feature_view]
         for _, provider in view.resource_providers:
             await self._pool.acquire(provider)
@@ -156,7 +166,14 @@ class Worker:
                 self._on_rows(task, table.num_rows, self._stats)
             dead_letters.commit(self.settings.output, metadata)
             self._stats.dead_lettered += len(dead_letters.rows)
-            return writer.commit(), writer.rows
+            path = writer.commit()
+        self._commits += 1
+        _fault_point("committed", self._commits)
+        self._ledger.commit(
+            view.name, task.start, task.end, writer.rows, view.fingerprint,
+            self.settings.run_id, started_at,
+        )  # fmt: skip
+        return path, writer.rows
 
     def close(self) -> WorkerReport:
         """Tear down every resource this worker built and report the counts."""
@@ -171,6 +188,13 @@ class Worker:
         for fragment in self._secret_fragments:
             text = text.replace(fragment, "***")
         return text
+
+
+def _fault_point(point: str, count: int) -> None:
+    """Crash tests set RIVULET_KILL_AT=<point>:<n> to SIGKILL this worker at the n-th pass of
+    `point`; "committed" is between a file's rename and its ledger entry."""
+    if os.environ.get("RIVULET_KILL_AT") == f"{point}:{count}":
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def secret_fragments(values: Iterable[str]) -> list[str]:

@@ -1,0 +1,77 @@
+"""What each interval's state is (committed, stale, failed, missing) and what a run does with it."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+from engine.define.feature_views import BatchFeatureView
+from engine.errors import SettingsError
+from engine.plan.tasks import Task
+from engine.record.ledger import Ledger
+from engine.write.parquet import partition_dir
+
+
+@dataclass(frozen=True)
+class PlannedInterval:
+    """One interval of one view: its state now, and whether a run computes it."""
+
+    task: Task
+    state: str  # "committed", "stale" (committed by another definition), "failed", "missing"
+    run: bool
+
+
+def committed_fingerprint(output: str | Path, view: str, start: datetime) -> str | None:
+    """The fingerprint in the interval's committed file, or None when there is no file."""
+    file = partition_dir(output, view, start) / "data.parquet"
+    if not file.exists():
+        return None
+    return (pq.read_metadata(file).metadata or {}).get(b"rivulet.fingerprint", b"").decode()
+
+
+def plan_intervals(
+    output: str | Path,
+    views: Sequence[BatchFeatureView],
+    windows: Mapping[str, list[tuple[datetime, datetime]]],
+    *,
+    overwrite: bool = False,
+    allow_stale: bool = False,
+) -> list[PlannedInterval]:
+    """The state of every interval in `windows` (per view) and whether a run computes it.
+
+    Reads the files (the truth) and, for failures, the ledger; changes nothing. Without
+    `overwrite`, committed intervals are skipped and stale ones are refused, unless
+    `allow_stale` keeps them as they are.
+    """
+    ledger = Ledger.existing(output)
+    entries = ledger.entries(state="failed") if ledger else []
+    failed = {(e.feature_view, e.interval_start) for e in entries}
+    planned = []
+    for view in views:
+        for start, end in windows.get(view.name, []):
+            fingerprint = committed_fingerprint(output, view.name, start)
+            if fingerprint is None:
+                state = "failed" if (view.name, start) in failed else "missing"
+            else:
+                state = "committed" if fingerprint == view.fingerprint else "stale"
+            run = overwrite or state in ("failed", "missing")
+            planned.append(PlannedInterval(Task(view.name, start, end), state, run))
+    stale = [p for p in planned if p.state == "stale"]
+    if stale and not (overwrite or allow_stale):
+        raise SettingsError(_stale_message(stale))
+    order = {view.name: i for i, view in enumerate(views)}
+    return sorted(planned, key=lambda p: (p.task.start, order[p.task.feature_view]))
+
+
+def _stale_message(stale: list[PlannedInterval]) -> str:
+    names = sorted({p.task.feature_view for p in stale})
+    shown = ", ".join(p.task.label for p in stale[:5]) + (" ..." if len(stale) > 5 else "")
+    return (
+        f"Feature view(s) {', '.join(repr(n) for n in names)} changed since {len(stale)} "
+        f"interval(s) were committed: {shown}. Rerun with --overwrite to recompute them, or "
+        f"--allow-stale to keep them and compute only what is missing."
+    )
