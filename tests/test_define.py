@@ -151,7 +151,11 @@ def test_feature_names_must_be_distinct_from_each_other_and_the_keys(
 @pytest.mark.parametrize("setting", ["batch_schedule", "ttl"])
 @pytest.mark.parametrize(
     ("value", "expected"),
-    [("fortnightly", "such as timedelta(days=1), '1d' or '6h'"), ("1 day", "'1d'"), ("0d", "positive")],
+    [
+        ("fortnightly", "such as timedelta(days=1), '1d' or '6h'"),
+        ("1 day", "'1d'"),
+        ("0d", "positive"),
+    ],
     ids=["word", "spaced", "zero"],
 )
 def test_a_bad_duration_names_its_setting(setting: str, value: str, expected: str) -> None:

@@ -59,51 +59,74 @@ def main() -> None:
     """Rivulet materializes features from batch data, with API calls in the loop."""
 
 
+def _run_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """The options `backfill` and `run` share."""
+    options = [
+        click.option("--output", default="offline_store", show_default=True, help="Store root."),
+        click.option("--feature-view", "feature_views", multiple=True, help="Only this view."),
+        click.option("--workers", default=1, show_default=True, type=int, help="Processes."),
+        click.option("--secrets-file", type=click.Path(dir_okay=False), help="TOML secrets."),
+        click.option(
+            "--rate-limit",
+            "rate_limits",
+            multiple=True,
+            metavar="PROVIDER=RPS",
+            help="Override a resource provider's requests per second (repeatable).",
+        ),
+        click.option("--allow-stale", is_flag=True, help="Keep intervals of an older definition."),
+        click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
 @main.command()
 @click.argument("job", type=click.Path(dir_okay=False))
 @click.option("--start", required=True, type=_Time(), help="Start of the range (UTC unless given).")
 @click.option("--end", required=True, type=_Time(), help="End of the range, exclusive.")
-@click.option("--output", default="offline_store", show_default=True, help="Offline store root.")
-@click.option("--feature-view", "feature_views", multiple=True, help="Only this view (repeatable).")
-@click.option("--workers", default=1, show_default=True, type=int, help="Worker processes.")
-@click.option("--secrets-file", type=click.Path(dir_okay=False), help="TOML file of secrets.")
-@click.option(
-    "--rate-limit",
-    "rate_limits",
-    multiple=True,
-    metavar="PROVIDER=RPS",
-    help="Override a resource provider's requests per second for the run (repeatable).",
-)
-@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@click.option("--overwrite", is_flag=True, help="Recompute committed intervals too.")
+@_run_options
 @_reports_errors
 def backfill(
     job: str,
     start: datetime,
     end: datetime,
-    output: str,
-    feature_views: tuple[str, ...],
-    workers: int,
-    secrets_file: str | None,
-    rate_limits: tuple[str, ...],
+    overwrite: bool,
     as_json: bool,
     debug: bool,
+    **run: Any,
 ) -> None:
-    """Materialize every interval of JOB's feature views in [START, END)."""
-    from engine.cli.display import RunProgress, print_failures, print_summary
+    """Materialize every interval of JOB's feature views in [START, END).
+
+    Committed intervals are skipped, so a rerun resumes where a failed or killed one stopped.
+    """
     from engine.run import backfill as run_backfill
 
+    _execute(run_backfill, as_json, debug, job, start, end, overwrite=overwrite, **run)
+
+
+@main.command("run")
+@click.argument("job", type=click.Path(dir_okay=False))
+@click.option("--until", type=_Time(), help="Compute intervals complete by then (default now).")
+@_run_options
+@_reports_errors
+def run_command(job: str, until: datetime | None, as_json: bool, debug: bool, **run: Any) -> None:
+    """The scheduled run: every complete interval since the last committed one.
+
+    Exit code 0 when every interval succeeded (or none was due), 1 when one failed.
+    """
+    from engine.run import run_due
+
+    _execute(run_due, as_json, debug, job, until, **run)
+
+
+def _execute(entry: Callable[..., Any], as_json: bool, debug: bool, *args: Any, **run: Any) -> None:
+    from engine.cli.display import RunProgress, print_failures, print_summary
+
+    run["rate_limits"] = _parse_rates(run["rate_limits"])
     with RunProgress(enabled=not as_json) as progress:
-        summary = run_backfill(
-            job,
-            start,
-            end,
-            output=output,
-            feature_views=feature_views,
-            workers=workers,
-            secrets_file=secrets_file,
-            rate_limits=_parse_rates(rate_limits),
-            on_event=progress.update,
-        )
+        summary = entry(*args, on_event=progress.update, **run)
     if as_json:
         click.echo(json.dumps(summary.to_dict(), indent=2))
     else:
@@ -112,6 +135,61 @@ def backfill(
     if summary.interrupted:
         sys.exit(EXIT_INTERRUPTED)
     sys.exit(0 if summary.ok else EXIT_FAILED_INTERVALS)
+
+
+@main.command("plan")
+@click.argument("job", type=click.Path(dir_okay=False))
+@click.option("--start", required=True, type=_Time(), help="Start of the range.")
+@click.option("--end", required=True, type=_Time(), help="End of the range, exclusive.")
+@click.option("--output", default="offline_store", show_default=True, help="Store root.")
+@click.option("--feature-view", "feature_views", multiple=True, help="Only this view.")
+@click.option("--overwrite", is_flag=True, help="Plan as `backfill --overwrite` would.")
+@_reports_errors
+def plan_command(
+    job: str,
+    start: datetime,
+    end: datetime,
+    output: str,
+    feature_views: tuple[str, ...],
+    overwrite: bool,
+    debug: bool,
+) -> None:
+    """Show each interval's state and what a backfill would do; change nothing."""
+    from engine.cli.display import print_plan
+    from engine.run import plan
+
+    planned, notes = plan(
+        job, start, end, output=output, feature_views=feature_views, overwrite=overwrite
+    )
+    print_plan(planned, notes)
+
+
+@main.command()
+@click.argument("job", type=click.Path(dir_okay=False))
+@click.option("--output", default="offline_store", show_default=True, help="Store root.")
+@_reports_errors
+def status(job: str, output: str, debug: bool) -> None:
+    """Per feature view of JOB: intervals committed, failed, stale; the last runs."""
+    from engine.cli.display import print_status
+    from engine.plan.job import load_job
+    from engine.record.ledger import Ledger
+
+    loaded = load_job(job)
+    ledger = Ledger.existing(output)
+    print_status(loaded, ledger)
+
+
+@main.command()
+@click.option("--output", default="offline_store", show_default=True, help="Store root.")
+@click.option("--limit", default=20, show_default=True, help="How many runs.")
+@_reports_errors
+def history(output: str, limit: int, debug: bool) -> None:
+    """Recent runs on the store, newest first, with their outcome."""
+    from engine.cli.display import print_runs
+    from engine.record.ledger import Ledger
+
+    ledger = Ledger.existing(output)
+    print_runs(ledger.runs(limit=limit) if ledger else [])
 
 
 def _parse_rates(values: tuple[str, ...]) -> dict[str, float]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 from types import TracebackType
 from typing import Any
 
@@ -12,6 +12,8 @@ from rich.table import Table
 
 from engine.execute.local import RowsWritten
 from engine.plan.job import Job
+from engine.plan.states import PlannedInterval
+from engine.record.ledger import Ledger, RunRecord
 from engine.record.summary import RunPlanned, RunSummary
 from engine.work.worker import TaskResult
 
@@ -131,7 +133,8 @@ def print_summary(summary: RunSummary) -> None:
         state = "[green]succeeded[/]"
     else:
         state = f"[red]{len(summary.failed)} interval(s) failed[/]"
-    out.print(f"{state} in {summary.seconds:.1f} s; output under {summary.output}/")
+    skipped = f"; {summary.skipped} interval(s) already committed" if summary.skipped else ""
+    out.print(f"{state} in {summary.seconds:.1f} s{skipped}; output under {summary.output}/")
 
 
 def print_failures(summary: RunSummary, debug: bool) -> None:
@@ -174,3 +177,62 @@ def print_job(job: Job, notes: list[str]) -> None:
     out.print(table)
     for note in notes:
         err.print(f"[yellow]Note:[/] {note}")
+
+
+def print_plan(planned: list[PlannedInterval], notes: list[str]) -> None:
+    """One row per interval: view, interval, state, and whether a backfill computes it."""
+    for note in notes:
+        err.print(f"[yellow]Note:[/] {note}")
+    table = Table(title="Plan")
+    for column in ("feature view", "interval", "state", "backfill would"):
+        table.add_column(column)
+    colours = {"committed": "green", "stale": "yellow", "failed": "red", "missing": "white"}
+    for item in planned:
+        state = f"[{colours[item.state]}]{item.state}[/]"
+        action = "compute" if item.run else "keep" if item.state == "committed" else "refuse"
+        table.add_row(item.task.feature_view, item.task.label.split(" ", 1)[1], state, action)
+    out.print(table)
+    counts = Counter(item.state for item in planned)
+    out.print(", ".join(f"{n} {state}" for state, n in sorted(counts.items())) or "no intervals")
+
+
+def print_status(job: Job, ledger: Ledger | None) -> None:
+    """Per view: committed intervals (and how many of an older definition), failures, span."""
+    table = Table(title=f"Status of job '{job.name}'")
+    for column in ("feature view", "committed", "stale", "failed", "first", "last", "rows"):
+        table.add_column(column, justify="left" if column == "feature view" else "right")
+    entries = ledger.entries() if ledger else []
+    for view in job.feature_views.values():
+        mine = [e for e in entries if e.feature_view == view.name]
+        committed = [e for e in mine if e.state == "committed"]
+        stale = [e for e in committed if e.fingerprint != view.fingerprint]
+        table.add_row(
+            view.name,
+            str(len(committed)),
+            str(len(stale)),
+            str(sum(e.state == "failed" for e in mine)),
+            f"{committed[0].interval_start:%Y-%m-%d %H:%M}" if committed else "-",
+            f"{committed[-1].interval_end:%Y-%m-%d %H:%M}" if committed else "-",
+            f"{sum(e.rows or 0 for e in committed):,}",
+        )
+    out.print(table)
+    print_runs(ledger.runs(job=job.name, limit=5) if ledger else [])
+
+
+def print_runs(runs: list[RunRecord]) -> None:
+    """Recent runs, newest first."""
+    table = Table(title="Recent runs")
+    for column in ("run", "job", "command", "started", "outcome", "intervals", "failed", "rows"):
+        table.add_column(column)
+    for run in runs:
+        table.add_row(
+            run.run_id,
+            run.job,
+            run.command,
+            f"{run.started_at:%Y-%m-%d %H:%M:%S}",
+            run.outcome or "running or killed",
+            str(run.intervals if run.intervals is not None else "-"),
+            str(run.failed if run.failed is not None else "-"),
+            f"{run.rows:,}" if run.rows is not None else "-",
+        )
+    out.print(table if runs else "No runs recorded.")
