@@ -1,7 +1,12 @@
 """Rivulet: batch feature materialization with external API calls in the loop.
 
 Job files import their definitions from here: `from engine import batch_feature_view, ...`.
+The run functions load on first use, so importing definitions (and `rivulet --help`) stays
+free of Arrow, DuckDB and Polars.
 """
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from engine.define.environment import Environment
 from engine.define.feature_views import (
@@ -27,8 +32,24 @@ from engine.define.types import (
     Timestamp,
 )
 from engine.errors import RivuletError
-from engine.record.summary import RunSummary
-from engine.run import backfill, plan, run_due
+
+if TYPE_CHECKING:
+    from engine.record.summary import RunSummary
+    from engine.run import backfill, plan, run_due
+
+_LAZY = {
+    "RunSummary": "engine.record.summary",
+    "backfill": "engine.run",
+    "plan": "engine.run",
+    "run_due": "engine.run",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'engine' has no attribute {name!r}")
+
 
 __all__ = [
     "Array",
