@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import functools
 import hashlib
 import inspect
 import json
@@ -70,7 +71,7 @@ class BatchFeatureView:
     def source(self) -> BatchSource:
         return self.sources[0]
 
-    @property
+    @functools.cached_property
     def join_keys(self) -> tuple[Field, ...]:
         return tuple(key for entity in self.entities for key in entity.join_keys)
 
@@ -87,11 +88,11 @@ class BatchFeatureView:
             return self.retry
         return max(declared, key=lambda policy: policy.max_attempts, default=RetryPolicy())
 
-    @property
+    @functools.cached_property
     def is_async(self) -> bool:
         return inspect.iscoroutinefunction(self.function)
 
-    @property
+    @functools.cached_property
     def takes_context(self) -> bool:
         return "context" in inspect.signature(self.function).parameters
 
@@ -104,7 +105,7 @@ class BatchFeatureView:
         columns += [(f.name, f.dtype) for f in self.features]
         return pa.schema([pa.field(name, dtype.to_arrow()) for name, dtype in columns])
 
-    @property
+    @functools.cached_property
     def fingerprint(self) -> str:
         """A hash of everything that decides the output; a change marks old output stale."""
         config = self.source.batch_config

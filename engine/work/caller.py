@@ -55,11 +55,17 @@ class Caller:
     async def __call__(self, data: Any, context: Any) -> tuple[Any, int]:
         """The transform's result and the number of attempts it took."""
         kwargs = {"context": context} if self._view.takes_context else {}
-        attempts = 0
+        try:  # most calls succeed at once: keep tenacity's bookkeeping off that path
+            return await self._attempt(self._view.function, data, kwargs), 1
+        except Exception as exc:
+            first_error = exc
+        attempts = 1
         try:
             async for attempt in AsyncRetrying(**self._retry_args, before_sleep=self._count_retry):
                 with attempt:
                     attempts = attempt.retry_state.attempt_number
+                    if attempts == 1:
+                        raise first_error  # tenacity judges the first failure like the others
                     result = await self._attempt(self._view.function, data, kwargs)
         except Exception as exc:
             self._stats.failed_calls += 1

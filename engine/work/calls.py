@@ -24,6 +24,11 @@ async def call(
     return await loop.run_in_executor(threads, functools.partial(function, *args, **kwargs))
 
 
+@functools.lru_cache(maxsize=256)
+def _is_async(function: Callable[..., Any]) -> bool:
+    return inspect.iscoroutinefunction(function)
+
+
 async def ordered_map(
     items: Iterable[T], function: Callable[[T], Awaitable[R]], limit: int
 ) -> AsyncIterator[R]:

@@ -64,7 +64,7 @@ async def _run_python(
         attempts = 1
         try:
             returned, attempts = await _call(
-                view, caller, row, context, f"the row {describe_row(view, row)}"
+                view, caller, row, context, lambda: f"the row {describe_row(view, row)}"
             )
             return merge_row(view, row, returned)
         except _Failed as failed:
@@ -97,8 +97,10 @@ async def _run_frames(
     to_frame = _frame_converter(view.mode)
 
     async def compute(batch: pa.RecordBatch) -> pa.Table:
-        first = describe_row(view, batch.slice(0, 1).to_pylist()[0])
-        where = f"the micro-batch of {batch.num_rows} rows starting at {first}"
+        def where() -> str:
+            first = describe_row(view, batch.slice(0, 1).to_pylist()[0])
+            return f"the micro-batch of {batch.num_rows} rows starting at {first}"
+
         attempts = 1
         try:
             result, attempts = await _call(view, caller, to_frame(batch), context, where)
@@ -128,7 +130,7 @@ class _Failed(Exception):
 
 
 async def _call(
-    view: BatchFeatureView, caller: Caller, data: Any, context: Context, where: str
+    view: BatchFeatureView, caller: Caller, data: Any, context: Context, where: Callable[[], str]
 ) -> tuple[Any, int]:
     """Call the transform through the caller. A user error that persists becomes _Failed
     (for the error policy); Rivulet's own errors (a resource that cannot be built, an
@@ -141,7 +143,7 @@ async def _call(
         tries = f", after {failed.attempts} attempts" if failed.attempts > 1 else ""
         error = TransformError(
             f"Feature view '{view.name}': the transform raised {type(failed.error).__name__}: "
-            f"{one_line(failed.error)} (on {where}{tries})."
+            f"{one_line(failed.error)} (on {where()}{tries})."
         )
         error.__cause__ = failed.error
         raise _Failed(error, failed.attempts) from failed.error
