@@ -34,11 +34,15 @@ from engine.define.types import (
 from engine.errors import RivuletError
 
 if TYPE_CHECKING:
+    from engine.read.historical import get_historical_features
+    from engine.read.offline import read_features
     from engine.record.summary import RunSummary
     from engine.run import backfill, plan, run_due
 
 _LAZY = {
     "RunSummary": "engine.record.summary",
+    "get_historical_features": "engine.read.historical",
+    "read_features": "engine.read.offline",
     "backfill": "engine.run",
     "plan": "engine.run",
     "run_due": "engine.run",
@@ -80,7 +84,9 @@ __all__ = [
     "Timestamp",
     "backfill",
     "batch_feature_view",
+    "get_historical_features",
     "plan",
+    "read_features",
     "realtime_feature_view",
     "resource_provider",
     "run_due",

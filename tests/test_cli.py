@@ -147,3 +147,21 @@ def test_validate_lists_views(write_job) -> None:
 def test_help_through_python_m() -> None:
     result = run_cli("--help")
     assert result.returncode == 0 and "backfill" in result.stdout and "validate" in result.stdout
+
+
+def test_read_prints_committed_rows(write_job, tmp_path: Path) -> None:
+    job = write_job(VIEW.format(body="pass"))
+    assert run_cli("backfill", job, *RANGE, "--output", tmp_path / "o", env=SECRET).returncode == 0
+    result = run_cli(
+        "read", job, "view", "--start", "2024-10-27", "--end", "2024-10-27T02:00",
+        "--output", tmp_path / "o", "--format", "csv",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == '"user_id","timestamp","f"' and len(lines) == 1 + 4
+    assert lines[1] == '"u0",2024-10-27 00:00:00.000000Z,12'
+    parquet = run_cli("read", job, "view", "--output", tmp_path / "o", "--format", "parquet",
+                      "--to", tmp_path / "all.parquet")  # fmt: skip
+    assert parquet.returncode == 0 and duckdb.sql(
+        f"SELECT count(*) FROM '{tmp_path}/all.parquet'"
+    ).fetchall() == [(144,)]

@@ -180,6 +180,38 @@ def status(job: str, output: str, debug: bool) -> None:
 
 
 @main.command()
+@click.argument("job", type=click.Path(dir_okay=False))
+@click.argument("feature_view")
+@click.option("--start", type=_Time(), help="Only rows at or after this time.")
+@click.option("--end", type=_Time(), help="Only rows before this time.")
+@click.option("--output", default="offline_store", show_default=True, help="Store root.")
+@click.option(
+    "--format",
+    "output_format",
+    type=click.Choice(["table", "csv", "parquet"]),
+    default="table",
+    show_default=True,
+)
+@click.option("--to", "destination", type=click.Path(dir_okay=False), help="File to write.")
+@_reports_errors
+def read(
+    job: str,
+    feature_view: str,
+    start: datetime | None,
+    end: datetime | None,
+    output: str,
+    output_format: str,
+    destination: str | None,
+    debug: bool,
+) -> None:
+    """Print FEATURE_VIEW's committed rows in [START, END) (parquet needs --to FILE)."""
+    from engine.read.offline import read_features, write_table
+
+    table = read_features(job, feature_view, output=output, start=start, end=end)
+    write_table(table, output_format, destination)
+
+
+@main.command()
 @click.option("--output", default="offline_store", show_default=True, help="Store root.")
 @click.option("--limit", default=20, show_default=True, help="How many runs.")
 @_reports_errors

@@ -1,0 +1,199 @@
+"""Point-in-time correct training data: committed features joined onto a spine of events.
+
+For each spine row and each feature view, the feature row with the same join keys and the
+latest timestamp at or before the spine's (`feature_ts <= spine_ts`: a feature stamped at
+the very instant of the event is used, as in Tecton and Feast). With a view `ttl`, that row
+is used only when `spine_ts - ttl <= feature_ts` (an age of exactly `ttl` still counts, as
+Feast's `>= spine_ts - ttl`); otherwise the view's features are null. Several feature rows
+with the same keys and timestamp: the last in output order (file order: the last row the
+transform returned) wins. Null keys or a null spine timestamp match nothing.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from engine.define.feature_views import BatchFeatureView
+from engine.errors import SettingsError, one_line
+from engine.plan.job import load_job
+from engine.read.offline import read_view
+
+FeatureRef = str | tuple[str | Path, str] | BatchFeatureView
+_ROW, _TS, _POS = "__rivulet_row", "__rivulet_ts", "__rivulet_pos"
+_UTC_MICROS = pa.timestamp("us", "UTC")
+
+
+def get_historical_features(
+    spine: Any,
+    features: Sequence[FeatureRef],
+    *,
+    output: str | Path = "offline_store",
+    timestamp_field: str | None = None,
+) -> pa.Table:
+    """Join each feature view's committed features onto `spine`, point-in-time correct.
+
+    `spine` is a pyarrow Table, a Polars or pandas DataFrame (or anything Arrow can read)
+    holding every join key of the views and a timestamp column: `timestamp_field`, or its only
+    timestamp column. Naive spine times are UTC. `features` names views as
+    `"path/to/job.py:view"`, as `(job_path, view)` pairs, or gives BatchFeatureView objects.
+
+    The result has the spine's columns and rows, unchanged and in order, then each view's
+    features in declaration order, typed as declared. A feature whose name is a spine column
+    or a feature of another requested view is named `<view>__<feature>`.
+
+    Example:
+        training = get_historical_features(
+            spine, ["jobs/embeddings.py:text_embedding"], timestamp_field="event_time"
+        )
+    """
+    table = _spine_table(spine)
+    views = [_resolve(ref) for ref in features]
+    repeated = [name for name, n in Counter(v.name for v in views).items() if n > 1]
+    if repeated:
+        raise SettingsError(f"Feature view '{repeated[0]}' is requested more than once.")
+    ts_column = _timestamp_column(table, timestamp_field)
+    names = _output_names(table.column_names, views)
+    keys = sorted({k.name for v in views for k in v.join_keys})
+    for view in views:
+        missing = [k.name for k in view.join_keys if k.name not in table.column_names]
+        if missing:
+            raise SettingsError(
+                f"The spine has no join key '{missing[0]}' of feature view '{view.name}'; its "
+                f"columns are {', '.join(table.column_names)}."
+            )
+    moments = table[ts_column].cast(_UTC_MICROS, safe=False)  # naive is UTC; ns is cut to us
+    spine_keys = pa.table(
+        {**{k: table[k] for k in keys}, _TS: moments, _ROW: pa.array(range(table.num_rows))}
+    )
+    first, last = pc.min(moments).as_py(), pc.max(moments).as_py()
+    with duckdb.connect() as con:
+        con.execute("SET TimeZone = 'UTC'")
+        con.register("spine", spine_keys)
+        for view in views:
+            if first is None:  # no spine timestamp, nothing to match
+                found = [pa.nulls(table.num_rows, f.dtype.to_arrow()) for f in view.features]
+            else:
+                since = None if view.ttl is None else first - view.ttl
+                rows = read_view(view, output=output, start=since, end=last + timedelta(0, 0, 1))
+                found = _join(con, view, rows).columns
+            for feature, column in zip(view.features, found, strict=True):
+                arrow_type = feature.dtype.to_arrow()
+                table = table.append_column(
+                    pa.field(names[view.name, feature.name], arrow_type), column.cast(arrow_type)
+                )
+    return table
+
+
+def _join(con: duckdb.DuckDBPyConnection, view: BatchFeatureView, rows: pa.Table) -> pa.Table:
+    """The view's features for every spine row, in spine order. Rows sharing keys and
+    timestamp are cut to the last one first, so the ASOF JOIN has a single candidate."""
+    q = _quote
+    keys = [q(k.name) for k in view.join_keys]
+    ts = q(view.timestamp_field)
+    con.register("found", rows.append_column(_POS, pa.array(range(rows.num_rows), pa.int64())))
+    fresh = None if view.ttl is None else f"f.{ts} >= s.{_TS} - $ttl"
+    picked = ", ".join(
+        f"CASE WHEN {fresh} THEN f.{q(a.name)} END" if fresh else f"f.{q(a.name)}"
+        for a in view.features
+    )
+    on = " AND ".join([*(f"s.{k} = f.{k}" for k in keys), f"s.{_TS} >= f.{ts}"])
+    same = ", ".join([*keys, ts])
+    query = f"""
+        WITH latest AS (
+            SELECT * FROM found
+            QUALIFY row_number() OVER (PARTITION BY {same} ORDER BY {_POS} DESC) = 1
+        )
+        SELECT {picked} FROM spine AS s ASOF LEFT JOIN latest AS f ON {on} ORDER BY s.{_ROW}"""
+    try:
+        return con.sql(query, params={"ttl": view.ttl} if view.ttl else None).to_arrow_table()
+    except duckdb.Error as exc:
+        raise SettingsError(
+            f"Feature view '{view.name}' cannot be joined onto the spine on "
+            f"{', '.join(k.name for k in view.join_keys)}: {one_line(exc)}"
+        ) from exc
+    finally:
+        con.unregister("found")
+
+
+def _spine_table(spine: Any) -> pa.Table:
+    if isinstance(spine, pa.Table):
+        return spine
+    if isinstance(spine, pa.RecordBatch):
+        return pa.Table.from_batches([spine])
+    if type(spine).__module__.startswith("pandas"):
+        return pa.Table.from_pandas(spine, preserve_index=False)
+    if hasattr(spine, "to_arrow"):  # Polars
+        return spine.to_arrow()
+    try:
+        return pa.table(spine)
+    except (TypeError, ValueError) as exc:
+        raise SettingsError(
+            f"The spine is a {type(spine).__name__}; give a pyarrow Table, or a Polars or pandas "
+            f"DataFrame."
+        ) from exc
+
+
+def _resolve(ref: FeatureRef) -> BatchFeatureView:
+    if isinstance(ref, BatchFeatureView):
+        return ref
+    if isinstance(ref, str):
+        job, sep, name = ref.rpartition(":")
+        if not sep or not job or not name:
+            raise SettingsError(f"'{ref}' does not name a feature view as 'path/to/job.py:view'.")
+    elif isinstance(ref, tuple) and len(ref) == 2:
+        job, name = ref
+    else:
+        raise SettingsError(
+            f"{ref!r} does not name a feature view; use 'job.py:view', (job, view) or the view."
+        )
+    [view] = load_job(job).select([name])
+    return view
+
+
+def _timestamp_column(table: pa.Table, name: str | None) -> str:
+    if name is None:
+        found = [f.name for f in table.schema if pa.types.is_timestamp(f.type)]
+        if len(found) != 1:
+            raise SettingsError(
+                f"The spine has {len(found)} timestamp columns ({', '.join(found) or 'none'}); "
+                f"name the one to join on with timestamp_field."
+            )
+        return found[0]
+    if name not in table.column_names:
+        raise SettingsError(
+            f"The spine has no column '{name}'; its columns are {', '.join(table.column_names)}."
+        )
+    if not (pa.types.is_timestamp(table[name].type) or pa.types.is_date(table[name].type)):
+        raise SettingsError(f"The spine column '{name}' is {table[name].type}, not a timestamp.")
+    return name
+
+
+def _output_names(
+    spine_columns: Sequence[str], views: Sequence[BatchFeatureView]
+) -> dict[tuple[str, str], str]:
+    """Each (view, feature)'s output column: the feature's name, or `<view>__<feature>` when
+    that name is a spine column or a feature of another requested view."""
+    counts = Counter(f.name for v in views for f in v.features)
+    names = {
+        (v.name, f.name): f"{v.name}__{f.name}"
+        if f.name in spine_columns or counts[f.name] > 1
+        else f.name
+        for v in views
+        for f in v.features
+    }
+    clashes = [n for n, c in Counter([*spine_columns, *names.values()]).items() if c > 1]
+    if clashes:
+        raise SettingsError(f"The output would have two columns named '{clashes[0]}'.")
+    return names
+
+
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'

@@ -1,0 +1,179 @@
+"""Read back what a backfill committed: a feature view's rows over a time range, as Arrow.
+
+The committed `data.parquet` files are the truth (as for `reconcile`): a file renamed into
+place is read even when a crash kept it out of the ledger, and temporary files (whose names
+never end in `.parquet`) never are. Each file's interval comes from its own metadata.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import TextIO
+
+import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from engine.define.feature_views import BatchFeatureView
+from engine.define.schedule import as_utc
+from engine.errors import SettingsError, one_line
+from engine.plan.job import load_job
+from engine.write.parquet import DATA_FILE
+
+FORMATS = ("table", "csv", "parquet")
+
+
+@dataclass(frozen=True)
+class CommittedFile:
+    """One committed interval file of a feature view."""
+
+    path: Path
+    start: datetime
+    end: datetime
+    rows: int
+
+
+def read_features(
+    job: str | Path,
+    feature_view: str,
+    *,
+    output: str | Path = "offline_store",
+    start: datetime | None = None,
+    end: datetime | None = None,
+) -> pa.Table:
+    """The committed rows of `feature_view` with its timestamp in [start, end) (either bound
+    may be left out; naive times are UTC), sorted by timestamp then join keys (ties keep
+    file order), typed as declared. An unknown view raises a SettingsError.
+
+    Example:
+        table = read_features("jobs/embeddings.py", "text_embedding",
+                              start=datetime(2024, 10, 26), end=datetime(2024, 10, 27))
+    """
+    [view] = load_job(job).select([feature_view])
+    return read_view(view, output=output, start=start, end=end)
+
+
+def read_view(
+    view: BatchFeatureView,
+    *,
+    output: str | Path = "offline_store",
+    start: datetime | None = None,
+    end: datetime | None = None,
+) -> pa.Table:
+    """`read_features` for a feature view object already loaded.
+
+    Example:
+        table = read_view(job.feature_views["text_embedding"], output="offline_store")
+    """
+    start = None if start is None else as_utc(start)
+    end = None if end is None else as_utc(end)
+    if start is not None and end is not None and start >= end:
+        raise SettingsError(
+            f"The start {start:%Y-%m-%d %H:%M} is not before the end {end:%Y-%m-%d %H:%M}."
+        )
+    schema = view.output_schema().remove_metadata()
+    files = [
+        f
+        for f in committed_files(output, view.name)
+        if (end is None or f.start < end) and (start is None or f.end > start)
+    ]
+    if not files:
+        return schema.empty_table()
+    columns = ", ".join(_quote(name) for name in schema.names)
+    where, params = [], {"files": [str(f.path) for f in files]}
+    if start is not None:
+        where, params["start"] = [f"{_quote(view.timestamp_field)} >= $start"], start
+    if end is not None:
+        where, params["end"] = [*where, f"{_quote(view.timestamp_field)} < $end"], end
+    query = f"SELECT {columns} FROM read_parquet($files, hive_partitioning = false)"
+    if where:
+        query += " WHERE " + " AND ".join(where)
+    with duckdb.connect() as con:
+        con.execute("SET TimeZone = 'UTC'")
+        try:
+            # A plain scan keeps file order, and files are listed oldest interval first.
+            table = con.sql(query, params=params).to_arrow_table()
+        except duckdb.Error as exc:
+            raise SettingsError(
+                f"The committed files of feature view '{view.name}' under {output} cannot be "
+                f"read as its declared columns ({', '.join(schema.names)}): {one_line(exc)}. "
+                f"Were they written by another definition? Backfill with overwrite to rewrite."
+            ) from exc
+    order = [(view.timestamp_field, "ascending")] + [(k.name, "ascending") for k in view.join_keys]
+    return table.sort_by(order).cast(schema)  # Arrow's sort is stable: ties keep file order
+
+
+def committed_files(output: str | Path, view: str) -> list[CommittedFile]:
+    """The `data.parquet` files of `view` under `output`, oldest interval first.
+
+    Example:
+        [first, *_] = committed_files("offline_store", "text_embedding")
+    """
+    found = []
+    for path in sorted((Path(output) / view).glob(f"interval_start=*/{DATA_FILE}")):
+        metadata = pq.read_metadata(path)
+        values = {k.decode(): v.decode() for k, v in (metadata.metadata or {}).items()}
+        if "rivulet.interval_start" not in values or "rivulet.interval_end" not in values:
+            raise SettingsError(
+                f"{path} is not a file Rivulet wrote (it has no rivulet.interval_start "
+                f"metadata); move it out of the offline store."
+            )
+        start = datetime.fromisoformat(values["rivulet.interval_start"])
+        end = datetime.fromisoformat(values["rivulet.interval_end"])
+        found.append(CommittedFile(path, as_utc(start), as_utc(end), metadata.num_rows))
+    return sorted(found, key=lambda f: f.start)
+
+
+def write_table(
+    table: pa.Table,
+    format: str,
+    out: str | Path | None = None,
+    *,
+    stdout: TextIO | None = None,
+    max_rows: int = 100,
+) -> None:
+    """Write `table` as `format`: "table" (plain text, at most `max_rows` rows shown) or "csv"
+    to `out` or standard output, or "parquet" to the file `out` (required).
+
+    Example:
+        write_table(read_features("job.py", "n_words"), "csv")
+    """
+    if format not in FORMATS:
+        raise SettingsError(f"Unknown format '{format}'; use one of {', '.join(FORMATS)}.")
+    if format == "parquet":
+        if out is None:
+            raise SettingsError("The parquet format writes to a file; give an output path.")
+        pq.write_table(table, out, compression="zstd")
+        return
+    if format == "table":
+        import polars as pl
+
+        with pl.Config(tbl_rows=max_rows, tbl_cols=-1, tbl_width_chars=200, fmt_str_lengths=60):
+            text = f"{pl.from_arrow(table)}\n"
+    else:
+        text = _csv(table)
+    if out is not None:
+        Path(out).write_text(text)
+    else:
+        (stdout or sys.stdout).write(text)
+
+
+def _csv(table: pa.Table) -> str:
+    """CSV text; nested values (lists, embeddings) are written as DuckDB renders them."""
+    import pyarrow.csv as pacsv
+
+    nested = [f.name for f in table.schema if pa.types.is_nested(f.type)]
+    if nested:
+        with duckdb.connect() as con:
+            replace = ", ".join(f"CAST({_quote(n)} AS VARCHAR) AS {_quote(n)}" for n in nested)
+            table = con.from_arrow(table).project(f"* REPLACE ({replace})").to_arrow_table()
+    sink = pa.BufferOutputStream()
+    pacsv.write_csv(table, sink)
+    return sink.getvalue().to_pybytes().decode()
+
+
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
