@@ -16,6 +16,7 @@ from engine.define.feature_views import (
     realtime_feature_view,
 )
 from engine.define.fields import Attribute, Entity, Field
+from engine.define.golden import GoldenTest
 from engine.define.policies import RateLimit, RetryPolicy
 from engine.define.resources import ResourceProvider, resource_provider
 from engine.define.secrets import Secret
@@ -69,6 +70,7 @@ __all__ = [
     "FileConfig",
     "Float32",
     "Float64",
+    "GoldenTest",
     "Int32",
     "Int64",
     "PythonConfig",

@@ -21,6 +21,7 @@ from engine import (
     Field,
     FileConfig,
     Float32,
+    GoldenTest,
     Secret,
     String,
     batch_feature_view,
@@ -35,6 +36,12 @@ events = BatchSource(
     batch_config=FileConfig(uri=str(EVENTS), file_format="parquet", timestamp_field="timestamp"),
 )
 user = Entity(name="user_id", join_keys=[Field("user_id", String)])
+# `rivulet test` backfills one day and compares it with fixtures/golden/embeddings/.
+golden = GoldenTest(
+    start=datetime(2024, 10, 26),
+    end=datetime(2024, 10, 27),
+    golden_dir=EVENTS.parents[1] / "golden" / "embeddings",
+)
 openai_env = Environment(name="openai_env", requirements=["openai>=1.50"])
 
 

@@ -31,6 +31,7 @@ from engine import (
     Field,
     FileConfig,
     Float64,
+    GoldenTest,
     Int64,
     Secret,
     String,
@@ -64,6 +65,13 @@ events = BatchSource(
     batch_config=FileConfig(uri=str(EVENTS), file_format="parquet", timestamp_field="timestamp"),
 )
 user = Entity(name="user_id", join_keys=[Field("user_id", String)])
+# `rivulet test` compares two days with fixtures/golden/enrichment_postgres/, made from
+# the demo PROFILES (`python jobs/enrichment_postgres.py` fills the table with them).
+golden = GoldenTest(
+    start=datetime(2024, 10, 26),
+    end=datetime(2024, 10, 28),
+    golden_dir=EVENTS.parents[1] / "golden" / "enrichment_postgres",
+)
 
 
 def profiles_table() -> Any:

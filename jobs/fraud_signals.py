@@ -25,6 +25,7 @@ from engine import (
     Field,
     FileConfig,
     Float64,
+    GoldenTest,
     String,
     batch_feature_view,
     resource_provider,
@@ -38,6 +39,12 @@ events = BatchSource(
     batch_config=FileConfig(uri=str(EVENTS), file_format="parquet", timestamp_field="timestamp"),
 )
 user = Entity(name="user_id", join_keys=[Field("user_id", String)])
+# `rivulet test` backfills two days and compares them with fixtures/golden/fraud_signals/.
+golden = GoldenTest(
+    start=datetime(2024, 10, 26),
+    end=datetime(2024, 10, 28),
+    golden_dir=EVENTS.parents[1] / "golden" / "fraud_signals",
+)
 
 
 @resource_provider(description="An HTTP client for the fraud scoring API at FRAUD_API_URL.")

@@ -179,6 +179,43 @@ def status(job: str, output: str, debug: bool) -> None:
     print_status(loaded, ledger)
 
 
+@main.command(name="test")
+@click.argument("job", type=click.Path(dir_okay=False))
+@click.option("--update", is_flag=True, help="Rewrite the golden files with this output.")
+@click.option("--golden-dir", type=click.Path(file_okay=False), help="Golden files folder.")
+@click.option("--workers", default=1, show_default=True, type=int, help="Worker processes.")
+@click.option("--secrets-file", type=click.Path(dir_okay=False), help="TOML file of secrets.")
+@_reports_errors
+def golden_test(
+    job: str,
+    update: bool,
+    golden_dir: str | None,
+    workers: int,
+    secrets_file: str | None,
+    debug: bool,
+) -> None:
+    """Run JOB's GoldenTest range and compare the output with its golden files.
+
+    Exit code 1 on a mismatch or a failed interval; --update rewrites the golden files.
+    """
+    from engine.cli.display import RunProgress
+    from engine.testing import run_golden
+
+    with RunProgress() as progress:
+        result = run_golden(
+            job,
+            update=update,
+            golden_dir=golden_dir,
+            workers=workers,
+            secrets_file=secrets_file,
+            on_event=progress.update,
+        )
+    click.echo(result.render())
+    if result.interrupted:
+        sys.exit(EXIT_INTERRUPTED)
+    sys.exit(0 if result.ok else EXIT_FAILED_INTERVALS)
+
+
 @main.command()
 @click.argument("job", type=click.Path(dir_okay=False))
 @click.argument("feature_view")
