@@ -31,6 +31,7 @@ from engine import (
 )
 from engine.errors import DefinitionError, JobLoadError, RivuletError
 from engine.plan.job import load_job
+from tests.conftest import REPO
 
 EVENTS = BatchSource(
     name="events", batch_config=FileConfig(uri="events.parquet", timestamp_field="timestamp")
@@ -250,78 +251,9 @@ def test_definitions_are_frozen_and_hashable() -> None:
 
 # Job files.
 
-SEED_JOB = '''
-"""Tecton's API Resources example (../shared/seed/api-resources.txt), only the imports changed."""
-from datetime import datetime, timedelta
 
-from engine import (
-    Attribute, BatchSource, Entity, Field, FileConfig, RequestSource, Secret, String,
-    batch_feature_view, realtime_feature_view, resource_provider,
-)
-
-ds = BatchSource(name="ds", batch_config=FileConfig(uri="events.parquet"))
-
-
-@resource_provider(
-    tags={"environment": "staging"},
-    owner="tom@tecton.ai",
-    secrets={
-        "open_ai_key": Secret(scope="openai_embeddings", key="open_ai"),
-    },
-)
-def open_ai_client(context):
-    from openai import OpenAI
-    client = OpenAI(api_key=context.secrets["open_ai_key"])
-    return client
-
-
-entity = Entity(name="user_id", join_keys=[Field("user_id", String)])
-
-
-@batch_feature_view(
-    name="bfv",
-    mode="python",
-    sources=[ds],
-    entities=[entity],
-    batch_schedule=timedelta(days=1),
-    feature_start_time=datetime(2024, 10, 26),
-    timestamp_field="timestamp",
-    features=[
-        Attribute("text", String),
-    ],
-    resource_providers={
-        "openai": open_ai_client,
-    },
-    environment="openai_env",
-    offline=True,
-)
-def batch_embedding(input_map, context):
-    model = "text-embedding-3-small"
-    openai = context.resources["openai"]
-    response = openai.embeddings.create(input=input_map["text"], model=model)
-    return {"embedding": response.data[0].embedding}
-
-
-input_request = RequestSource(schema=[Field("input", String)])
-
-
-@realtime_feature_view(
-    sources=[input_request],
-    mode="python",
-    features=[Attribute("embedding", String)],
-    resource_providers={"openai": open_ai_client},
-)
-def realtime_embedding(input_request, context):
-    openai = context.resources["openai"]
-    response = openai.embeddings.create(input=input_request["input"], model="text-embedding-ada-002")
-    return {"embedding": response.data[0].embedding}
-'''  # noqa: E501 (the seed's lines are kept verbatim)
-
-
-def test_the_tecton_seed_example_declares(tmp_path: Path) -> None:
-    path = tmp_path / "seed.py"
-    path.write_text(SEED_JOB)
-    job = load_job(path)
+def test_the_tecton_seed_example_declares() -> None:
+    job = load_job(REPO / "tests" / "jobs" / "tecton_seed.py")
 
     assert list(job.feature_views) == ["bfv"]
     bfv = job.feature_views["bfv"]
