@@ -17,7 +17,7 @@ from engine.plan.intervals import complete_before, range_notes, tile
 from engine.plan.job import Job, load_job
 from engine.plan.secrets import resolve_secrets
 from engine.plan.states import PlannedInterval, plan_intervals
-from engine.record.ledger import Entry, Ledger
+from engine.record.ledger import Ledger
 from engine.record.lock import output_lock
 from engine.record.reconcile import reconcile
 from engine.record.summary import RunPlanned, RunSummary
@@ -57,8 +57,8 @@ def backfill(
     loaded, views = _load(job, feature_views)
     windows, notes = _windows(views, start, end)
     return _materialize(
-        loaded, views, windows, "backfill", output, workers, secrets_file, rate_limits,
-        overwrite, allow_stale, notes, on_event,
+        loaded, views, lambda ledger: windows, "backfill", output, workers, secrets_file,
+        rate_limits, overwrite, allow_stale, notes, on_event,
     )  # fmt: skip
 
 
@@ -75,19 +75,31 @@ def run_due(
     on_event: OnEvent = lambda event: None,
 ) -> RunSummary:
     """The scheduled run: every complete interval after the last committed one (or from
-    `feature_start_time`) up to `until` (default now). An interval still open is left for a
-    later run, so running twice in a row does nothing the second time."""
+    `feature_start_time`) up to `until` (default now), plus earlier ones that failed or lost
+    their file. An interval still open is left for a later run, so running twice in a row
+    does nothing the second time; a changed definition stops it as in `backfill`.
+
+    Example:
+        summary = run_due("jobs/embeddings.py")  # from cron, hourly or daily
+    """
     loaded, views = _load(job, feature_views)
     until = as_utc(until or datetime.now(UTC))
-    windows = {}
-    for view in views:
-        committed = [e.interval_end for e in _committed(output, view)]
-        since = max(committed, default=view.feature_start_time)
-        windows[view.name] = complete_before(
-            view.feature_start_time, view.batch_schedule, since, until
-        )
+
+    def due(ledger: Ledger) -> Windows:
+        """Every complete interval from the first one ever recorded (or feature_start_time):
+        the committed ones are skipped (and checked for a changed definition), so this is
+        the new intervals, plus any earlier one that failed or whose file was lost."""
+        windows = {}
+        for view in views:
+            recorded = [e.interval_start for e in ledger.entries(view.name)]
+            since = min(recorded, default=view.feature_start_time)
+            windows[view.name] = complete_before(
+                view.feature_start_time, view.batch_schedule, since, until
+            )
+        return windows
+
     return _materialize(
-        loaded, views, windows, "run", output, workers, secrets_file, rate_limits,
+        loaded, views, due, "run", output, workers, secrets_file, rate_limits,
         False, allow_stale, [], on_event,
     )  # fmt: skip
 
@@ -102,7 +114,11 @@ def plan(
     overwrite: bool = False,
 ) -> tuple[list[PlannedInterval], list[str]]:
     """Each interval in [start, end) with its state and whether a backfill would compute it,
-    plus notes on how the range was read. Writes nothing."""
+    plus notes on how the range was read. Writes nothing.
+
+    Example:
+        planned, notes = plan("jobs/embeddings.py", datetime(2024, 10, 26), datetime(2024, 11, 9))
+    """
     _, views = _load(job, feature_views)
     windows, notes = _windows(views, start, end)
     return plan_intervals(output, views, windows, overwrite=overwrite, allow_stale=True), notes
@@ -124,15 +140,10 @@ def _windows(
     return windows, notes
 
 
-def _committed(output: str | Path, view: BatchFeatureView) -> list[Entry]:
-    ledger = Ledger.existing(output)
-    return ledger.entries(view.name, state="committed") if ledger else []
-
-
 def _materialize(
     loaded: Job,
     views: list[BatchFeatureView],
-    windows: Windows,
+    windows_for: Callable[[Ledger], Windows],
     command: str,
     output: str | Path,
     workers: int,
@@ -154,7 +165,7 @@ def _materialize(
         ledger = Ledger(output)
         notes += reconcile(output, views, ledger)
         planned = plan_intervals(
-            output, views, windows, overwrite=overwrite, allow_stale=allow_stale
+            output, views, windows_for(ledger), overwrite=overwrite, allow_stale=allow_stale
         )
         tasks = [p.task for p in planned if p.run]
         rates = worker_rates(views, rate_limits or {}, min(workers, max(len(tasks), 1)))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
 import signal
 import subprocess
@@ -177,3 +178,35 @@ def test_two_runs_write_byte_identical_data_pages(write_job, tmp_path):
         assert {data_pages(file)} == {data_pages(twin) for twin in twins}
         run_ids = {pq.read_metadata(f).metadata[b"rivulet.run_id"] for f in [file, *twins]}
         assert len(run_ids) == 3  # the footers differ only by run metadata
+
+
+def test_scheduled_run_refuses_stale_and_retries_failures(write_job, tmp_path):
+    out, log = tmp_path / "out", tmp_path / "calls.log"
+    env = {"CALL_LOG": str(log)}
+    assert (
+        run_cli(
+            "run", job_file(write_job), "--until", "2024-10-27", "--output", out, env=env
+        ).returncode
+        == 0
+    )
+    stale = run_cli(
+        "run", job_file(write_job, factor=9.0), "--until", "2024-10-28", "--output", out, env=env
+    )
+    assert stale.returncode == 2 and "changed since 4 interval(s) were committed" in stale.stderr
+    (out / "view" / "interval_start=2024-10-26T06-00-00Z" / "data.parquet").unlink()
+    again = run_cli("run", job_file(write_job), "--until", "2024-10-27", "--output", out, env=env)
+    assert again.returncode == 0, again.stderr
+    assert calls(log)["2024-10-26T06"] == 24  # the lost interval is computed again
+
+
+def test_monthly_intervals_never_overlap() -> None:
+    from datetime import UTC, datetime
+
+    from engine.define.schedule import Months
+    from engine.plan.intervals import tile
+
+    origin = datetime(2024, 1, 28, tzinfo=UTC)
+    whole = tile(origin, Months(1), datetime(2024, 1, 28), datetime(2025, 1, 1))
+    part = tile(origin, Months(1), datetime(2024, 4, 15), datetime(2024, 6, 1))
+    assert all(a[1] == b[0] for a, b in itertools.pairwise(whole))
+    assert set(part) <= set(whole) and [i[0].day for i in whole] == [28] * len(whole)

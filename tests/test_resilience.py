@@ -380,3 +380,36 @@ def api(context):
     assert len(places) > 8  # output files, dead letters, the log
     for place, text in places.items():
         assert token not in text, f"the secret leaked into {place}"
+
+
+def test_a_transform_raising_stop_iteration_fails_its_interval(write_job, tmp_path):
+    job = write_job(
+        """
+@batch_feature_view(name="view", mode="python", sources=[events], entities=[user],
+    batch_schedule="1d", feature_start_time=datetime(2024, 10, 26),
+    features=[Attribute("n", Int64)])
+def view(row):
+    return {"n": next(iter([]))}  # StopIteration cannot cross into an asyncio future
+"""
+    )
+    summary = backfill(job, datetime(2024, 10, 26), datetime(2024, 10, 27), output=tmp_path / "o")
+    [failed] = summary.failed
+    assert "RuntimeError: StopIteration escaped the call" in failed.error
+
+
+def test_skip_policy_covers_values_that_do_not_cast(write_job, tmp_path):
+    job = write_job(
+        """
+@batch_feature_view(name="view", mode="python", sources=[events], entities=[user],
+    batch_schedule="1d", feature_start_time=datetime(2024, 10, 26), on_error="skip",
+    features=[Attribute("n", Int64)])
+def view(row):
+    return {"n": "not a number" if row["quantity"] == 3 else row["quantity"]}
+"""
+    )
+    summary = backfill(job, datetime(2024, 10, 26), datetime(2024, 10, 27), output=tmp_path / "o")
+    assert summary.ok, summary.failed
+    assert duckdb.sql(f"SELECT count(*) FROM '{tmp_path}/o/view/*/*.parquet'").fetchall() == [(41,)]
+    errors = f"{tmp_path}/o/_errors/view/*/*.parquet"
+    [(count, error)] = duckdb.sql(f"SELECT count(*), any_value(error) FROM '{errors}'").fetchall()
+    assert count == 7 and "'n' is declared Int64 but the transform returned str" in error

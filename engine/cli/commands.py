@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import sqlite3
 import sys
 from collections.abc import Callable
 from datetime import datetime
@@ -11,7 +12,7 @@ from typing import Any
 
 import click
 
-from engine.errors import RivuletError
+from engine.errors import RivuletError, SettingsError, one_line
 
 EXIT_FAILED_INTERVALS = 1
 EXIT_BAD_INPUT = 2
@@ -49,8 +50,23 @@ def _reports_errors(command: Callable[..., Any]) -> Callable[..., Any]:
                 raise
             click.echo(f"{exc.kind}: {exc}", err=True)
             sys.exit(EXIT_BAD_INPUT)
+        except Exception as exc:
+            if debug or not _store_error(exc):
+                raise
+            where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
+            click.echo(
+                f"Store error: {type(exc).__name__}{where}: {one_line(exc)}. Check the --output "
+                f"folder and the files in it; rerun with --debug for the traceback.",
+                err=True,
+            )
+            sys.exit(EXIT_BAD_INPUT)
 
     return wrapper
+
+
+def _store_error(exc: Exception) -> bool:
+    """An error of the store or a file in it: the OS, SQLite (the ledger), Arrow (Parquet)."""
+    return isinstance(exc, OSError | sqlite3.Error) or type(exc).__module__.startswith("pyarrow")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -268,7 +284,7 @@ def _parse_rates(values: tuple[str, ...]) -> dict[str, float]:
         try:
             rates[name.strip()] = float(rate)
         except ValueError:
-            raise RivuletError(
+            raise SettingsError(
                 f"--rate-limit '{value}' is not PROVIDER=REQUESTS_PER_SECOND, e.g. openai=50."
             ) from None
     return rates

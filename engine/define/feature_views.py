@@ -120,7 +120,12 @@ class BatchFeatureView:
             "batch_schedule": str(self.batch_schedule),
             "feature_start_time": self.feature_start_time.isoformat(),
             "transform": _source_text(self.function),
-            "resources": repr(tuple((k, p.name) for k, p in self.resource_providers)),
+            "resources": repr(
+                tuple(
+                    (k, p.name, _source_text(p.function), p.rate_limit, p.retry, p.thread_safety)
+                    for k, p in self.resource_providers
+                )
+            ),
         }
         blob = json.dumps(parts, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
@@ -324,11 +329,11 @@ def batch_feature_view(
         schedule, ttl_value = durations["batch_schedule"], durations["ttl"]
         if not isinstance(feature_start_time, datetime):
             raise DefinitionError(f"Feature view '{view}' needs feature_start_time as a datetime.")
-        if isinstance(schedule, Months) and feature_start_time.day > 28:
+        if isinstance(schedule, Months) and as_utc(feature_start_time).day > 28:
             raise DefinitionError(
                 f"Feature view '{view}': a monthly batch_schedule needs a feature_start_time on "
                 f"day 1 to 28 of a month (every month has those), not day "
-                f"{feature_start_time.day}."
+                f"{as_utc(feature_start_time).day} (in UTC)."
             )
         for setting, value in (
             ("micro_batch_size", micro_batch_size),

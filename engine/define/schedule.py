@@ -66,23 +66,24 @@ def add_months(moment: datetime, months: int) -> datetime:
     return moment.replace(year=year, month=month + 1, day=day)
 
 
-def interval_floor(origin: datetime, schedule: Schedule, moment: datetime) -> datetime:
-    """The start of the interval that contains `moment`, intervals aligned on `origin`."""
+def boundary(origin: datetime, schedule: Schedule, index: int) -> datetime:
+    """The start of interval number `index` (0 starts at `origin`); months count from origin,
+    so a short month never shifts the boundaries after it."""
     if isinstance(schedule, timedelta):
-        return origin + ((moment - origin) // schedule) * schedule
-    steps = ((moment.year - origin.year) * 12 + moment.month - origin.month) // schedule.count
-    while add_months(origin, steps * schedule.count) > moment:
-        steps -= 1
-    while add_months(origin, (steps + 1) * schedule.count) <= moment:
-        steps += 1
-    return add_months(origin, steps * schedule.count)
+        return origin + index * schedule
+    return add_months(origin, index * schedule.count)
 
 
-def next_boundary(moment: datetime, schedule: Schedule) -> datetime:
-    """The end of the interval starting at `moment`."""
+def interval_index(origin: datetime, schedule: Schedule, moment: datetime) -> int:
+    """The number of the interval that contains `moment`."""
     if isinstance(schedule, timedelta):
-        return moment + schedule
-    return add_months(moment, schedule.count)
+        return (moment - origin) // schedule
+    index = ((moment.year - origin.year) * 12 + moment.month - origin.month) // schedule.count
+    while boundary(origin, schedule, index) > moment:
+        index -= 1
+    while boundary(origin, schedule, index + 1) <= moment:
+        index += 1
+    return index
 
 
 def as_utc(moment: datetime) -> datetime:

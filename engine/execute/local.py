@@ -6,6 +6,7 @@ import multiprocessing
 import os
 import queue
 import signal
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -14,7 +15,7 @@ from typing import Any
 from engine.define.secrets import Secret
 from engine.errors import RivuletError
 from engine.plan.tasks import Task
-from engine.work.worker import RunSettings, TaskResult, Worker, WorkerReport
+from engine.work.worker import RunSettings, TaskResult, Worker, WorkerReport, secret_fragments
 
 
 @dataclass(frozen=True)
@@ -126,8 +127,11 @@ class LocalExecutor:
         finally:
             for process in processes:
                 if process.is_alive():
-                    process.terminate()
-                process.join()
+                    process.terminate()  # the worker stops at its next row and tears down
+                process.join(timeout=_GRACE_SECONDS)
+                if process.is_alive():
+                    process.kill()
+                    process.join()
         for task in tasks:
             if task not in results:
                 results[task] = _lost(task, running, failures, processes, interrupted)
@@ -187,8 +191,15 @@ def _worker_main(
     settings: RunSettings, secret_values: dict[Secret, str], todo: Any, events: Any, stop: Any
 ) -> None:
     """The body of a worker process: take tasks until the None sentinel, then report."""
-    # Ctrl-C is the parent's to handle; it stops the workers.
+    # Ctrl-C is the parent's to handle: it sets `stop`. SIGTERM (the parent giving up on a
+    # slow stop, or a scheduler) stops this worker the same way, so teardown still runs.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    terminated = threading.Event()
+    signal.signal(signal.SIGTERM, lambda signum, frame: terminated.set())
+
+    def stopped() -> bool:
+        return stop.is_set() or terminated.is_set()
+
     try:
         worker = Worker(
             settings,
@@ -203,14 +214,17 @@ def _worker_main(
                     stats.limiter_wait_seconds,
                 )
             ),
-            stopped=stop.is_set,
+            stopped=stopped,
         )
     except Exception as exc:
         kind = exc.kind if isinstance(exc, RivuletError) else "Worker error"
-        events.put(WorkerFailed(os.getpid(), kind, str(exc)))
+        message = str(exc)
+        for fragment in secret_fragments(secret_values.values()):
+            message = message.replace(fragment, "***")
+        events.put(WorkerFailed(os.getpid(), kind, message))
         return
     try:
-        while not stop.is_set() and (task := todo.get()) is not None:
+        while not stopped() and (task := todo.get()) is not None:
             events.put(TaskStarted(task, os.getpid()))
             events.put(worker.run(task))
     finally:

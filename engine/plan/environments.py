@@ -9,7 +9,7 @@ from packaging.requirements import InvalidRequirement, Requirement
 
 from engine.define.environment import Environment
 from engine.define.feature_views import BatchFeatureView
-from engine.errors import EnvironmentMismatch
+from engine.errors import EnvironmentMismatch, one_line
 
 
 def check_environments(
@@ -39,7 +39,7 @@ def _check(view: str, environment: str, line: str) -> None:
     except InvalidRequirement as exc:
         raise EnvironmentMismatch(
             f"Environment '{environment}' (of feature view '{view}') has an invalid "
-            f"requirement '{line}': {exc}."
+            f"requirement '{line}': {one_line(exc)}."
         ) from None
     try:
         installed = metadata.version(requirement.name)

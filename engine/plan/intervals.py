@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from engine.define.schedule import Schedule, as_utc, interval_floor, next_boundary
+from engine.define.schedule import Schedule, as_utc, boundary, interval_index
 from engine.errors import SettingsError
 
 
@@ -21,12 +21,11 @@ def tile(
         raise SettingsError(
             f"The start {start:%Y-%m-%d %H:%M} is not before the end {end:%Y-%m-%d %H:%M}."
         )
-    cursor = interval_floor(feature_start_time, schedule, max(start, feature_start_time))
+    index = interval_index(feature_start_time, schedule, max(start, feature_start_time))
     intervals = []
-    while cursor < end:
-        following = next_boundary(cursor, schedule)
-        intervals.append((cursor, following))
-        cursor = following
+    while (lower := boundary(feature_start_time, schedule, index)) < end:
+        index += 1
+        intervals.append((lower, boundary(feature_start_time, schedule, index)))
     return intervals
 
 

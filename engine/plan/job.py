@@ -13,7 +13,7 @@ from typing import Any
 
 from engine.define.environment import Environment
 from engine.define.feature_views import BatchFeatureView, RealtimeFeatureView
-from engine.errors import DefinitionError, JobLoadError, RivuletError, SettingsError
+from engine.errors import DefinitionError, JobLoadError, RivuletError, SettingsError, one_line
 
 
 @dataclass(frozen=True)
@@ -98,6 +98,7 @@ def _import(path: Path, module_name: str) -> object:
         where = f" at line {frames[-1].lineno}" if frames else ""
         raise JobLoadError(
             f"Job '{path.stem}' ({path}) could not be imported: {type(exc).__name__}{where}: "
-            f"{exc}. Run it with `python {path}` to see the full traceback, or pass --debug."
+            f"{one_line(exc)}. Run it with `python {path}` to see the full traceback, or pass "
+            f"--debug."
         ) from exc
     return module

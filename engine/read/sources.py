@@ -13,7 +13,7 @@ import pyarrow.compute as pc
 
 from engine.define.feature_views import BatchFeatureView
 from engine.define.sources import DuckDBConfig, FileConfig, PythonConfig
-from engine.errors import SourceError
+from engine.errors import SourceError, one_line
 
 UTC_MICROS = pa.timestamp("us", tz="UTC")
 _READERS = {"parquet": "read_parquet", "csv": "read_csv", "json": "read_json"}
@@ -116,14 +116,14 @@ def _read_python(
     except Exception as exc:
         raise SourceError(
             f"Feature view '{view.name}': the loader '{name}' of source '{view.source.name}' "
-            f"raised {type(exc).__name__}: {exc}"
+            f"raised {type(exc).__name__}: {one_line(exc)}"
         ) from exc
     try:
         collected = _filter_lazy(view, loaded, start, end)
     except Exception as exc:
         raise SourceError(
             f"Feature view '{view.name}': the loader '{name}' of source '{view.source.name}' "
-            f"returned a LazyFrame that failed to collect: {type(exc).__name__}: {exc}"
+            f"returned a LazyFrame that failed to collect: {type(exc).__name__}: {one_line(exc)}"
         ) from exc
     table = _to_arrow(view, name, collected)
     if view.window_field not in table.column_names:

@@ -18,10 +18,19 @@ async def call(
     threads: ThreadPoolExecutor, function: Callable[..., Any], *args: Any, **kwargs: Any
 ) -> Any:
     """Await `function(*args, **kwargs)`: directly if it is async, else on a worker thread."""
-    if inspect.iscoroutinefunction(function):
+    if _is_async(function):
         return await function(*args, **kwargs)
     loop = asyncio.get_running_loop()
-    return await loop.run_in_executor(threads, functools.partial(function, *args, **kwargs))
+    return await loop.run_in_executor(threads, _no_stop_iteration, function, args, kwargs)
+
+
+def _no_stop_iteration(function: Callable[..., Any], args: tuple, kwargs: dict) -> Any:
+    """Run `function`; a StopIteration it raises cannot cross into an asyncio future (the
+    await would never return), so it becomes a RuntimeError."""
+    try:
+        return function(*args, **kwargs)
+    except StopIteration as exc:
+        raise RuntimeError(f"StopIteration escaped the call: {exc!r}") from exc
 
 
 @functools.lru_cache(maxsize=256)
@@ -34,8 +43,10 @@ async def ordered_map(
 ) -> AsyncIterator[R]:
     """Yield `function(item)` for each item in input order, with at most `limit` calls running.
 
-    Items are pulled lazily, so memory holds at most `limit` pending items. When a call raises,
-    the calls still pending are cancelled and the error propagates.
+    Items are pulled lazily, so memory holds at most `limit` pending items. When a call raises
+    (or the consumer stops early), the calls still running are awaited before the error
+    propagates: a call on a thread cannot be cancelled, and must not outlive its interval
+    while holding a resource. Use it under `contextlib.aclosing` so that happens at once.
     """
     pending: deque[asyncio.Future[R]] = deque()
     try:
@@ -46,7 +57,5 @@ async def ordered_map(
         while pending:
             yield await pending.popleft()
     finally:
-        for future in pending:
-            future.cancel()
         if pending:
             await asyncio.gather(*pending, return_exceptions=True)

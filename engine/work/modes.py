@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
-from typing import Any
+from contextlib import aclosing
+from typing import Any, TypeVar
 
 import pyarrow as pa
 
@@ -20,6 +21,8 @@ from engine.work.calls import ordered_map
 from engine.work.context import Context
 from engine.write.conform import describe_row, frame_to_table, merge_row, rows_to_table
 from engine.write.dead_letters import DeadLetters
+
+T = TypeVar("T")
 
 
 async def run_transform(
@@ -32,17 +35,17 @@ async def run_transform(
 ) -> AsyncIterator[pa.Table]:
     """Yield one output table per source batch, in source order."""
     runner = _run_python if view.mode == "python" else _run_frames
-    async for table in runner(
-        view, _until_stopped(batches, stopped), context, caller, dead_letters
-    ):
-        yield table
+    items = _until_stopped(batches, stopped)
+    async with aclosing(runner(view, items, context, caller, dead_letters, stopped)) as tables:
+        async for table in tables:
+            yield table
 
 
-def _until_stopped(batches: Iterable[pa.RecordBatch], stopped: Callable[[], bool]) -> Iterator:
-    for batch in batches:
+def _until_stopped(items: Iterable[T], stopped: Callable[[], bool]) -> Iterator[T]:
+    for item in items:
         if stopped():
             raise Interrupted("The run was interrupted before this interval was finished.")
-        yield batch
+        yield item
 
 
 async def _run_python(
@@ -51,6 +54,7 @@ async def _run_python(
     context: Context,
     caller: Caller,
     dead_letters: DeadLetters,
+    stopped: Callable[[], bool],
 ) -> AsyncIterator[pa.Table]:
     """One call per row, up to `view.concurrency` at once across batch boundaries."""
     sizes: deque[int] = deque()
@@ -58,7 +62,7 @@ async def _run_python(
     def rows() -> Iterator[dict[str, Any]]:
         for batch in batches:
             sizes.append(batch.num_rows)
-            yield from batch.to_pylist()
+            yield from _until_stopped(batch.to_pylist(), stopped)
 
     async def compute(row: dict[str, Any]) -> dict[str, Any] | None:
         attempts = 1
@@ -77,13 +81,13 @@ async def _run_python(
         return _null_row(view, row) if view.on_error == "null" else None
 
     done: list[dict[str, Any] | None] = []
-    async for row in ordered_map(rows(), compute, view.concurrency):
-        done.append(row)
-        if len(done) == sizes[0]:
-            sizes.popleft()
-            kept = [row for row in done if row is not None]
-            yield rows_to_table(view, kept, context.start_time, context.end_time)
-            done = []
+    async with aclosing(ordered_map(rows(), compute, view.concurrency)) as results:
+        async for row in results:
+            done.append(row)
+            if len(done) == sizes[0]:
+                sizes.popleft()
+                yield _rows_table(view, [r for r in done if r is not None], context, dead_letters)
+                done = []
 
 
 async def _run_frames(
@@ -92,6 +96,7 @@ async def _run_frames(
     context: Context,
     caller: Caller,
     dead_letters: DeadLetters,
+    stopped: Callable[[], bool],
 ) -> AsyncIterator[pa.Table]:
     """One call per micro-batch, up to `view.concurrency` batches at once."""
     to_frame = _frame_converter(view.mode)
@@ -117,8 +122,9 @@ async def _run_frames(
         kept = [_null_row(view, row) for row in rows] if view.on_error == "null" else []
         return rows_to_table(view, kept, context.start_time, context.end_time)
 
-    async for table in ordered_map(batches, compute, view.concurrency):
-        yield table
+    async with aclosing(ordered_map(batches, compute, view.concurrency)) as tables:
+        async for table in tables:
+            yield table
 
 
 class _Failed(Exception):
@@ -147,6 +153,28 @@ async def _call(
         )
         error.__cause__ = failed.error
         raise _Failed(error, failed.attempts) from failed.error
+
+
+def _rows_table(
+    view: BatchFeatureView, rows: list[dict[str, Any]], context: Context, dead: DeadLetters
+) -> pa.Table:
+    """The rows as a table; under skip/null, a row whose values do not cast (or fall outside
+    the interval) goes to the dead letters alone instead of failing the interval."""
+    try:
+        return rows_to_table(view, rows, context.start_time, context.end_time)
+    except OutputError:
+        if view.on_error == "fail":
+            raise
+    kept = []
+    for row in rows:
+        try:
+            rows_to_table(view, [row], context.start_time, context.end_time)
+            kept.append(row)
+        except OutputError as error:
+            dead.add(row, 1, error)
+            if view.on_error == "null":
+                kept.append(_null_row(view, row))
+    return rows_to_table(view, kept, context.start_time, context.end_time)
 
 
 def _null_row(view: BatchFeatureView, row: dict[str, Any]) -> dict[str, Any]:

@@ -12,7 +12,7 @@ import asyncio
 import inspect
 import logging
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from tenacity import AsyncRetrying, Retrying
@@ -31,8 +31,14 @@ log = logging.getLogger("rivulet")
 class ResourcePool:
     """The resources of one worker, with their build, rebuild and teardown counts in `stats`."""
 
-    def __init__(self, secret_values: Mapping[Secret, str], stats: CallStats) -> None:
+    def __init__(
+        self,
+        secret_values: Mapping[Secret, str],
+        stats: CallStats,
+        redact: Callable[[str], str] = lambda text: text,
+    ) -> None:
         self._secret_values = secret_values
+        self._redact = redact
         self._stats = stats
         self._shared: dict[str, Any] = {}
         self._handles: dict[str, Any] = {}
@@ -174,7 +180,9 @@ class ResourcePool:
             elif hasattr(handle, "close"):
                 await asyncio.to_thread(handle.close)
         except Exception as exc:
-            log.warning("Teardown of resource provider '%s' failed: %s", name, exc)
+            log.warning(
+                "Teardown of resource provider '%s' failed: %s", name, self._redact(str(exc))
+            )
         with self._mutex:
             self._stats.teardowns[name] += 1
 
@@ -197,7 +205,13 @@ def _start(provider: ResourceProvider, args: tuple[Any, ...]) -> tuple[Any, Any]
     """Call a sync provider: (the resource, what to tear down)."""
     made = provider.function(*args)
     if inspect.isgenerator(made):
-        return next(made), made
+        try:
+            return next(made), made
+        except StopIteration:
+            raise ResourceError(
+                f"Resource provider '{provider.name}' is a generator that returned without "
+                f"yielding a resource."
+            ) from None
     return made, made
 
 

@@ -11,13 +11,14 @@ import time
 import traceback
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import aclosing
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from engine.define.secrets import Secret
-from engine.errors import RivuletError, one_line
+from engine.errors import Interrupted, RivuletError, one_line
 from engine.plan.job import load_job
 from engine.plan.tasks import Task
 from engine.read.sources import read_window
@@ -89,14 +90,21 @@ class Worker:
         self.settings = settings
         self.job = load_job(settings.job_path)
         self._secret_values = secret_values
-        self._secret_fragments = secret_fragments(secret_values.values())
+        literals = [
+            spec
+            for view in self.job.feature_views.values()
+            for owner in (view, *(p for _, p in view.resource_providers))
+            for _, spec in owner.secrets
+            if isinstance(spec, str)
+        ]
+        self._secret_fragments = secret_fragments([*secret_values.values(), *literals])
         self._on_rows = on_rows
         self._stopped = stopped
         self._loop = asyncio.new_event_loop()
         most = max(view.concurrency for view in self.job.feature_views.values())
         self._threads = ThreadPoolExecutor(max_workers=most, thread_name_prefix="rivulet-call")
         self._stats = CallStats()
-        self._pool = ResourcePool(secret_values, self._stats)
+        self._pool = ResourcePool(secret_values, self._stats, self._redact)
         self._limits = Limits(settings.rates, self._stats)
         self._callers: dict[str, Caller] = {}
         self._ledger = Ledger(settings.output)
@@ -122,10 +130,11 @@ class Worker:
                 error=self._redact(message),
                 detail=self._redact("".join(traceback.format_exception(exc))),
             )
-            self._ledger.fail(
-                task.feature_view, task.start, task.end, self.settings.run_id,
-                f"{kind}: {result.error}", started_at,
-            )  # fmt: skip
+            if not isinstance(exc, Interrupted):  # an interrupted interval is just not done
+                self._ledger.fail(
+                    task.feature_view, task.start, task.end, self.settings.run_id,
+                    f"{kind}: {result.error}", started_at,
+                )  # fmt: skip
             return result
         return TaskResult(task, os.getpid(), rows, time.perf_counter() - began, str(path))
 
@@ -161,12 +170,15 @@ class Worker:
         batches = read_window(view, task.start, task.end)
         with PartitionWriter(folder, view.output_schema(), metadata) as writer:
             outputs = run_transform(view, batches, context, caller, dead_letters, self._stopped)
-            async for table in outputs:
-                writer.write(table)
-                self._on_rows(task, table.num_rows, self._stats)
-            dead_letters.commit(self.settings.output, metadata)
-            self._stats.dead_lettered += len(dead_letters.rows)
+            async with aclosing(outputs):
+                async for table in outputs:
+                    writer.write(table)
+                    self._on_rows(task, table.num_rows, self._stats)
             path = writer.commit()
+        # Dead letters follow their data: a crash between the two leaves data whose rerun
+        # (an adopted file) simply has no dead-letter file, never dead letters without data.
+        dead_letters.commit(self.settings.output, metadata)
+        self._stats.dead_lettered += len(dead_letters.rows)
         self._commits += 1
         _fault_point("committed", self._commits)
         self._ledger.commit(
@@ -198,12 +210,14 @@ def _fault_point(point: str, count: int) -> None:
 
 
 def secret_fragments(values: Iterable[str]) -> list[str]:
-    """What to redact for each secret: the value, and the password inside a URL or DSN
-    (libraries quote those alone, e.g. libpq's "invalid percent-encoded token")."""
+    """What to redact for each secret: the value, its lines and its one-line form (messages
+    are folded to one line, and libraries may quote one line of a key), and the password
+    inside a URL or DSN (libraries quote those alone, e.g. libpq's "invalid percent-encoded
+    token"). Longest first, so a value is replaced before any part of it."""
     fragments = set()
     for value in values:
-        fragments.add(value)
+        fragments.update([value, one_line(value), *value.splitlines()])
         with contextlib.suppress(ValueError):  # not a URL
             fragments.add(urlsplit(value).password or "")
         fragments.update(re.findall(r"password\s*=\s*'?([^\s']+)", value))
-    return sorted((f for f in fragments if len(f) >= 4), key=len, reverse=True)
+    return sorted((f for f in fragments if len(f.strip()) >= 4), key=len, reverse=True)

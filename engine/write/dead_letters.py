@@ -12,7 +12,7 @@ import pyarrow as pa
 from engine.define.feature_views import BatchFeatureView
 from engine.define.types import Timestamp
 from engine.errors import RivuletError
-from engine.write.parquet import PartitionWriter, partition_dir
+from engine.write.parquet import DATA_FILE, PartitionWriter, partition_dir
 
 ERRORS_FOLDER = "_errors"
 
@@ -56,10 +56,12 @@ class DeadLetters:
         return pa.schema(fields)
 
     def commit(self, output: str | Path, metadata: dict[str, str]) -> Path | None:
-        """Write the collected rows atomically, if there are any."""
-        if not self.rows:
-            return None
+        """Write the collected rows atomically; with none, remove an earlier run's file, so
+        the dead letters always describe the committed data beside them."""
         folder = partition_dir(Path(output) / ERRORS_FOLDER, self._view.name, self._start)
+        if not self.rows:
+            (folder / DATA_FILE).unlink(missing_ok=True)
+            return None
         schema = self.schema()
         with PartitionWriter(folder, schema, metadata) as writer:
             writer.write(pa.Table.from_pylist(self.rows, schema=schema))

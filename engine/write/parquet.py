@@ -52,8 +52,15 @@ class PartitionWriter:
         assert self._writer is not None, "use PartitionWriter in a with block"
         self._writer.close()
         self._writer = None
+        with open(self._temporary, "rb+") as written:
+            os.fsync(written.fileno())  # the data is on disk before its name says committed
         final = self.folder / DATA_FILE
         os.replace(self._temporary, final)
+        folder = os.open(self.folder, os.O_RDONLY)
+        try:
+            os.fsync(folder)  # and so is the rename
+        finally:
+            os.close(folder)
         return final
 
     def __exit__(
