@@ -57,6 +57,3 @@ class RetryPolicy:
                 f"max_attempts={self.max_attempts!r}, initial_backoff={self.initial_backoff!r}, "
                 f"max_backoff={self.max_backoff!r}."
             )
-
-
-NO_RETRY = RetryPolicy(max_attempts=1)

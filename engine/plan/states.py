@@ -7,13 +7,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-import pyarrow.parquet as pq
-
 from engine.define.feature_views import BatchFeatureView
 from engine.errors import SettingsError
 from engine.plan.tasks import Task
 from engine.record.ledger import Ledger
-from engine.write.parquet import partition_dir
+from engine.write.parquet import committed_files
 
 
 @dataclass(frozen=True)
@@ -23,14 +21,6 @@ class PlannedInterval:
     task: Task
     state: str  # "committed", "stale" (committed by another definition), "failed", "missing"
     run: bool
-
-
-def committed_fingerprint(output: str | Path, view: str, start: datetime) -> str | None:
-    """The fingerprint in the interval's committed file, or None when there is no file."""
-    file = partition_dir(output, view, start) / "data.parquet"
-    if not file.exists():
-        return None
-    return (pq.read_metadata(file).metadata or {}).get(b"rivulet.fingerprint", b"").decode()
 
 
 def plan_intervals(
@@ -52,8 +42,9 @@ def plan_intervals(
     failed = {(e.feature_view, e.interval_start) for e in entries}
     planned = []
     for view in views:
+        files = {f.start: f.fingerprint for f in committed_files(output, view.name)}
         for start, end in windows.get(view.name, []):
-            fingerprint = committed_fingerprint(output, view.name, start)
+            fingerprint = files.get(start)
             if fingerprint is None:
                 state = "failed" if (view.name, start) in failed else "missing"
             else:

@@ -8,7 +8,6 @@ never end in `.parquet`) never are. Each file's interval comes from its own meta
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import TextIO
@@ -21,19 +20,9 @@ from engine.define.feature_views import BatchFeatureView
 from engine.define.schedule import as_utc
 from engine.errors import SettingsError, one_line
 from engine.plan.job import load_job
-from engine.write.parquet import DATA_FILE
+from engine.write.parquet import committed_files
 
 FORMATS = ("table", "csv", "parquet")
-
-
-@dataclass(frozen=True)
-class CommittedFile:
-    """One committed interval file of a feature view."""
-
-    path: Path
-    start: datetime
-    end: datetime
-    rows: int
 
 
 def read_features(
@@ -104,27 +93,6 @@ def read_view(
             ) from exc
     order = [(view.timestamp_field, "ascending")] + [(k.name, "ascending") for k in view.join_keys]
     return table.sort_by(order).cast(schema)  # Arrow's sort is stable: ties keep file order
-
-
-def committed_files(output: str | Path, view: str) -> list[CommittedFile]:
-    """The `data.parquet` files of `view` under `output`, oldest interval first.
-
-    Example:
-        [first, *_] = committed_files("offline_store", "text_embedding")
-    """
-    found = []
-    for path in sorted((Path(output) / view).glob(f"interval_start=*/{DATA_FILE}")):
-        metadata = pq.read_metadata(path)
-        values = {k.decode(): v.decode() for k, v in (metadata.metadata or {}).items()}
-        if "rivulet.interval_start" not in values or "rivulet.interval_end" not in values:
-            raise SettingsError(
-                f"{path} is not a file Rivulet wrote (it has no rivulet.interval_start "
-                f"metadata); move it out of the offline store."
-            )
-        start = datetime.fromisoformat(values["rivulet.interval_start"])
-        end = datetime.fromisoformat(values["rivulet.interval_end"])
-        found.append(CommittedFile(path, as_utc(start), as_utc(end), metadata.num_rows))
-    return sorted(found, key=lambda f: f.start)
 
 
 def write_table(

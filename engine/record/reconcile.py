@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
 from pathlib import Path
-
-import pyarrow.parquet as pq
 
 from engine.define.feature_views import BatchFeatureView
 from engine.record.ledger import Ledger
 from engine.write.dead_letters import ERRORS_FOLDER
-from engine.write.parquet import DATA_FILE
+from engine.write.parquet import committed_files
 
 
 def reconcile(output: str | Path, views: Sequence[BatchFeatureView], ledger: Ledger) -> list[str]:
@@ -26,27 +23,12 @@ def reconcile(output: str | Path, views: Sequence[BatchFeatureView], ledger: Led
                 leftover.unlink(missing_ok=True)
             if leftovers:
                 notes.append(f"removed {len(leftovers)} unfinished file(s) under {folder}")
-        files = {}
-        for file in (output / view.name).glob(f"interval_start=*/{DATA_FILE}"):
-            metadata = pq.read_metadata(file)
-            values = {k.decode(): v.decode() for k, v in (metadata.metadata or {}).items()}
-            files[datetime.fromisoformat(values["rivulet.interval_start"])] = (metadata, values)
+        files = {f.start: f for f in committed_files(output, view.name)}
         entries = {e.interval_start: e for e in ledger.entries(view.name)}
-        for start, (metadata, values) in sorted(files.items()):
+        for start, file in sorted(files.items()):
             entry = entries.get(start)
-            if (
-                entry is None
-                or entry.state != "committed"
-                or entry.run_id != values["rivulet.run_id"]
-            ):
-                ledger.commit(
-                    view.name,
-                    start,
-                    datetime.fromisoformat(values["rivulet.interval_end"]),
-                    metadata.num_rows,
-                    values["rivulet.fingerprint"],
-                    values["rivulet.run_id"],
-                )
+            if entry is None or entry.state != "committed" or entry.run_id != file.run_id:
+                ledger.commit(view.name, start, file.end, file.rows, file.fingerprint, file.run_id)
                 notes.append(
                     f"recorded {view.name} {start:%Y-%m-%d %H:%M}, committed without a ledger entry"
                 )

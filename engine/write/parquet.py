@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from engine.define.schedule import as_utc
+from engine.errors import SettingsError
 
 DATA_FILE = "data.parquet"
 
@@ -73,3 +77,43 @@ class PartitionWriter:
             self._writer.close()
             self._writer = None
         self._temporary.unlink(missing_ok=True)
+
+
+@dataclass(frozen=True)
+class CommittedFile:
+    """One committed interval file of a feature view, as its own metadata describes it."""
+
+    path: Path
+    start: datetime
+    end: datetime
+    rows: int
+    fingerprint: str
+    run_id: str
+
+
+def committed_files(output: str | Path, view: str) -> list[CommittedFile]:
+    """The `data.parquet` files of `view` under `output`, oldest interval first.
+
+    Example:
+        [first, *_] = committed_files("offline_store", "text_embedding")
+    """
+    found = []
+    for path in (Path(output) / view).glob(f"interval_start=*/{DATA_FILE}"):
+        metadata = pq.read_metadata(path)
+        values = {k.decode(): v.decode() for k, v in (metadata.metadata or {}).items()}
+        if "rivulet.interval_start" not in values or "rivulet.interval_end" not in values:
+            raise SettingsError(
+                f"{path} is not a file Rivulet wrote (it has no rivulet.interval_start "
+                f"metadata); move it out of the offline store."
+            )
+        found.append(
+            CommittedFile(
+                path,
+                as_utc(datetime.fromisoformat(values["rivulet.interval_start"])),
+                as_utc(datetime.fromisoformat(values["rivulet.interval_end"])),
+                metadata.num_rows,
+                values.get("rivulet.fingerprint", ""),
+                values.get("rivulet.run_id", ""),
+            )
+        )
+    return sorted(found, key=lambda f: f.start)
