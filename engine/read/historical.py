@@ -21,6 +21,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from engine.arrow import as_arrow_table, quote
 from engine.define.feature_views import BatchFeatureView
 from engine.errors import SettingsError, one_line
 from engine.plan.job import load_job
@@ -95,7 +96,7 @@ def get_historical_features(
 def _join(con: duckdb.DuckDBPyConnection, view: BatchFeatureView, rows: pa.Table) -> pa.Table:
     """The view's features for every spine row, in spine order. Rows sharing keys and
     timestamp are cut to the last one first, so the ASOF JOIN has a single candidate."""
-    q = _quote
+    q = quote
     keys = [q(k.name) for k in view.join_keys]
     ts = q(view.timestamp_field)
     con.register("found", rows.append_column(_POS, pa.array(range(rows.num_rows), pa.int64())))
@@ -124,14 +125,9 @@ def _join(con: duckdb.DuckDBPyConnection, view: BatchFeatureView, rows: pa.Table
 
 
 def _spine_table(spine: Any) -> pa.Table:
-    if isinstance(spine, pa.Table):
-        return spine
-    if isinstance(spine, pa.RecordBatch):
-        return pa.Table.from_batches([spine])
-    if type(spine).__module__.startswith("pandas"):
-        return pa.Table.from_pandas(spine, preserve_index=False)
-    if hasattr(spine, "to_arrow"):  # Polars
-        return spine.to_arrow()
+    table = as_arrow_table(spine)
+    if table is not None:
+        return table
     try:
         return pa.table(spine)
     except (TypeError, ValueError) as exc:
@@ -193,7 +189,3 @@ def _output_names(
     if clashes:
         raise SettingsError(f"The output would have two columns named '{clashes[0]}'.")
     return names
-
-
-def _quote(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'

@@ -16,6 +16,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from engine.arrow import quote
 from engine.define.feature_views import BatchFeatureView
 from engine.define.schedule import as_utc
 from engine.errors import SettingsError, one_line
@@ -71,12 +72,12 @@ def read_view(
     ]
     if not files:
         return schema.empty_table()
-    columns = ", ".join(_quote(name) for name in schema.names)
+    columns = ", ".join(quote(name) for name in schema.names)
     where, params = [], {"files": [str(f.path) for f in files]}
     if start is not None:
-        where, params["start"] = [f"{_quote(view.timestamp_field)} >= $start"], start
+        where, params["start"] = [f"{quote(view.timestamp_field)} >= $start"], start
     if end is not None:
-        where, params["end"] = [*where, f"{_quote(view.timestamp_field)} < $end"], end
+        where, params["end"] = [*where, f"{quote(view.timestamp_field)} < $end"], end
     query = f"SELECT {columns} FROM read_parquet($files, hive_partitioning = false)"
     if where:
         query += " WHERE " + " AND ".join(where)
@@ -136,12 +137,8 @@ def _csv(table: pa.Table) -> str:
     nested = [f.name for f in table.schema if pa.types.is_nested(f.type)]
     if nested:
         with duckdb.connect() as con:
-            replace = ", ".join(f"CAST({_quote(n)} AS VARCHAR) AS {_quote(n)}" for n in nested)
+            replace = ", ".join(f"CAST({quote(n)} AS VARCHAR) AS {quote(n)}" for n in nested)
             table = con.from_arrow(table).project(f"* REPLACE ({replace})").to_arrow_table()
     sink = pa.BufferOutputStream()
     pacsv.write_csv(table, sink)
     return sink.getvalue().to_pybytes().decode()
-
-
-def _quote(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'

@@ -11,6 +11,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from engine.arrow import as_arrow_table, quote
 from engine.define.feature_views import BatchFeatureView
 from engine.define.sources import DuckDBConfig, FileConfig, PythonConfig
 from engine.errors import SourceError, one_line
@@ -48,7 +49,7 @@ def _read_duckdb(
         base, params = config.query.strip().rstrip(";"), {}
     try:
         relation = con.sql(base, params=params or None)
-        column = '"' + view.window_field.replace('"', '""') + '"'
+        column = quote(view.window_field)
         types = [str(t) for t in relation.types]
         if (
             isinstance(config, FileConfig)
@@ -155,12 +156,9 @@ def _filter_lazy(view: BatchFeatureView, loaded: Any, start: datetime, end: date
 
 
 def _to_arrow(view: BatchFeatureView, name: str, frame: Any) -> pa.Table:
-    if isinstance(frame, pa.Table):
-        return frame
-    if hasattr(frame, "to_arrow"):  # Polars DataFrame
-        return frame.to_arrow()
-    if type(frame).__module__.startswith("pandas"):
-        return pa.Table.from_pandas(frame, preserve_index=False)
+    table = as_arrow_table(frame)
+    if table is not None:
+        return table
     raise SourceError(
         f"Feature view '{view.name}': the loader '{name}' of source '{view.source.name}' returned "
         f"{type(frame).__name__}; return a Polars DataFrame or LazyFrame, a pandas DataFrame or "

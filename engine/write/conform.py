@@ -8,6 +8,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from engine.arrow import as_arrow_table
 from engine.define.feature_views import BatchFeatureView
 from engine.define.types import DataType, Timestamp
 from engine.errors import OutputError
@@ -140,14 +141,9 @@ def _check_window(
 
 
 def _as_table(view: BatchFeatureView, result: Any) -> pa.Table:
-    if isinstance(result, pa.Table):
-        return result
-    if isinstance(result, pa.RecordBatch):
-        return pa.Table.from_batches([result])
-    if hasattr(result, "to_arrow") and type(result).__module__.startswith("polars"):
-        return result.to_arrow()
-    if type(result).__module__.startswith("pandas") and hasattr(result, "columns"):
-        return pa.Table.from_pandas(result, preserve_index=False)
+    table = as_arrow_table(result)
+    if table is not None:
+        return table
     raise OutputError(
         f"Feature view '{view.name}' ({view.mode} mode) returned {type(result).__name__}; "
         f"return a {view.mode} frame with the declared features."
