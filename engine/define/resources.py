@@ -95,7 +95,9 @@ def _check_provider(
             )
 
 
-def check_secrets(owner: str, secrets: Mapping[str, SecretSpec] | None) -> tuple:
+def check_secrets(
+    owner: str, secrets: Mapping[str, SecretSpec] | None
+) -> tuple[tuple[str, SecretSpec], ...]:
     """Validate a `secrets={"name": Secret(...) | "literal"}` mapping; return it as sorted pairs."""
     for key, spec in (secrets or {}).items():
         if not isinstance(spec, Secret | str):

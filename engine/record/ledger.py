@@ -180,6 +180,7 @@ class Ledger:
         ]  # fmt: skip
 
     def start_run(self, run_id: str, job: str, command: str) -> None:
+        """Record that a run began; `finish_run` records how it ended."""
         with self._connect() as db:
             db.execute(
                 "INSERT INTO runs (run_id, job, command, started_at) VALUES (?, ?, ?, ?)",
@@ -187,6 +188,7 @@ class Ledger:
             )
 
     def finish_run(self, run_id: str, outcome: str, intervals: int, failed: int, rows: int) -> None:
+        """Record a run's outcome ("succeeded", "failed", "interrupted") and its counts."""
         with self._connect() as db:
             db.execute(
                 """UPDATE runs SET finished_at = ?, outcome = ?, intervals = ?, failed = ?, rows = ?

@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from engine.define.resources import ResourceProvider, SecretSpec
+from engine.define.schedule import Schedule
 from engine.define.secrets import Secret
 from engine.errors import ResourceError, SecretError
 
@@ -101,7 +102,7 @@ class Context:
     secrets: Secrets
     start_time: datetime
     end_time: datetime
-    batch_schedule: timedelta
+    batch_schedule: Schedule
     _limits: Any = field(default=None, repr=False)
     _loop: asyncio.AbstractEventLoop | None = field(default=None, repr=False)
 

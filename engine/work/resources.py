@@ -72,6 +72,8 @@ class ResourcePool:
         return mine[1]
 
     def generation(self, provider: ResourceProvider) -> int:
+        """How many times the provider's resource was replaced; a call notes it before it
+        starts, so a failure repairs only the instance it saw."""
         return self._generation[provider.name]
 
     def is_broken_by(self, provider: ResourceProvider, exc: BaseException) -> bool:

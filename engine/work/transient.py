@@ -47,6 +47,7 @@ def transient_cause(exc: BaseException) -> str | None:
 
 
 def is_connection_error(exc: BaseException) -> bool:
+    """A timeout or a connection error: what counts toward a resource being broken."""
     return transient_cause(exc) in ("connection", "timeout")
 
 
