@@ -5,6 +5,7 @@ from datetime import datetime
 
 import polars as pl
 
+from bench.jobs import features
 from engine import (
     Attribute,
     BatchSource,
@@ -40,11 +41,4 @@ user = Entity(name="user", join_keys=[Field("user_id", String)])
     micro_batch_size=50_000,
 )
 def amount_features(df: pl.DataFrame) -> pl.DataFrame:
-    return df.select(
-        "user_id",
-        "timestamp",
-        (pl.col("amount") * 2).alias("amount_x2"),
-        (pl.col("amount") + 1).log().alias("amount_log"),
-        pl.col("text").str.len_chars().cast(pl.Int64).alias("text_length"),
-        pl.col("text").str.to_uppercase().alias("text_upper"),
-    )
+    return features.amount_features(df)
