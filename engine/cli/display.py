@@ -7,7 +7,7 @@ from types import TracebackType
 from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from engine.execute.local import RowsWritten
@@ -27,14 +27,12 @@ class RunProgress:
     def __init__(self, enabled: bool = True) -> None:
         self._progress = Progress(
             TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("intervals"),
-            TextColumn("{task.fields[rows]:,} rows"),
-            TextColumn("{task.fields[rate]:,.0f} rows/s"),
-            TextColumn("{task.fields[calls]:,} calls"),
-            TextColumn("{task.fields[retries]:,} retries"),
-            TextColumn("{task.fields[throttle]:,.1f} s throttled"),
+            BarColumn(bar_width=16),
+            TextColumn(
+                "{task.completed}/{task.total} intervals {task.fields[rows]:,} rows "
+                "{task.fields[rate]:,.0f} rows/s {task.fields[calls]:,} calls "
+                "{task.fields[retries]:,} retries {task.fields[throttle]:,.1f}s throttled"
+            ),
             TimeElapsedColumn(),
             console=err,
             disable=not enabled,

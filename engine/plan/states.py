@@ -60,7 +60,9 @@ def plan_intervals(
 
 def _stale_message(stale: list[PlannedInterval]) -> str:
     names = sorted({p.task.feature_view for p in stale})
-    shown = ", ".join(p.task.label for p in stale[:5]) + (" ..." if len(stale) > 5 else "")
+    shown = ", ".join(p.task.label for p in stale[:5])
+    if len(stale) > 5:
+        shown += f" and {len(stale) - 5} more"
     return (
         f"Feature view(s) {', '.join(repr(n) for n in names)} changed since {len(stale)} "
         f"interval(s) were committed: {shown}. Rerun with --overwrite to recompute them, or "
