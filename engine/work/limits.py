@@ -39,6 +39,10 @@ class Limits:
                 await self.take(provider.name, 1)
             yield
 
+    def unlimited(self, providers: Sequence[ResourceProvider]) -> bool:
+        """Whether none of the providers has a rate limit in this run."""
+        return all(provider.name not in self._rates for provider in providers)
+
     async def take(self, name: str, tokens: float) -> None:
         """Wait for `tokens` of the named provider's bucket (no-op when it has no limit)."""
         limiter = await self._limiter(name)

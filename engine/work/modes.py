@@ -7,6 +7,7 @@ nulled rows are recorded in the interval's dead letters.
 
 from __future__ import annotations
 
+import itertools
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from contextlib import aclosing
@@ -64,12 +65,14 @@ async def _run_python(
             sizes.append(batch.num_rows)
             yield from _until_stopped(batch.to_pylist(), stopped)
 
-    async def compute(row: dict[str, Any]) -> dict[str, Any] | None:
-        attempts = 1
+    def finish(row: dict[str, Any], outcome: tuple[Any, int] | FailedCall) -> dict[str, Any] | None:
+        """The output row for one source row, or None when it is skipped."""
         try:
-            returned, attempts = await _call(
-                view, caller, row, context, lambda: f"the row {describe_row(view, row)}"
-            )
+            if isinstance(outcome, FailedCall):
+                raise _failed(view, outcome, lambda: f"the row {describe_row(view, row)}") from (
+                    outcome.error
+                )
+            returned, attempts = outcome
             return merge_row(view, row, returned)
         except _Failed as failed:
             error, attempts = failed.error, failed.attempts
@@ -80,14 +83,35 @@ async def _run_python(
         dead_letters.add(row, attempts, error)
         return _null_row(view, row) if view.on_error == "null" else None
 
+    async def compute(one: list[dict[str, Any]]) -> list[dict[str, Any] | None]:
+        try:
+            outcome: tuple[Any, int] | FailedCall = await caller(one[0], context)
+        except FailedCall as failed:
+            outcome = failed
+        return [finish(one[0], outcome)]
+
+    async def compute_chunk(chunk: list[dict[str, Any]]) -> list[dict[str, Any] | None]:
+        outcomes = await caller.call_rows(chunk, context)
+        return [finish(row, outcome) for row, outcome in zip(chunk, outcomes, strict=True)]
+
+    if caller.runs_rows_in_chunks:
+        work, items = compute_chunk, _chunks(rows(), lambda: caller.chunk_size)
+    else:
+        work, items = compute, ([row] for row in rows())
     done: list[dict[str, Any] | None] = []
-    async with aclosing(ordered_map(rows(), compute, view.concurrency)) as results:
-        async for row in results:
-            done.append(row)
-            if len(done) == sizes[0]:
+    async with aclosing(ordered_map(items, work, view.concurrency)) as results:
+        async for finished in results:
+            done.extend(finished)
+            while sizes and len(done) >= sizes[0]:
+                batch, done = done[: sizes[0]], done[sizes[0] :]
                 sizes.popleft()
-                yield _rows_table(view, [r for r in done if r is not None], context, dead_letters)
-                done = []
+                yield _rows_table(view, [r for r in batch if r is not None], context, dead_letters)
+
+
+def _chunks(rows: Iterator[T], size: Callable[[], int]) -> Iterator[list[T]]:
+    """Consecutive lists of rows, each as long as `size()` says at the time."""
+    while chunk := list(itertools.islice(rows, size())):
+        yield chunk
 
 
 async def _run_frames(
@@ -108,7 +132,10 @@ async def _run_frames(
 
         attempts = 1
         try:
-            result, attempts = await _call(view, caller, to_frame(batch), context, where)
+            try:
+                result, attempts = await caller(to_frame(batch), context)
+            except FailedCall as failed:
+                raise _failed(view, failed, where) from failed.error
             return frame_to_table(view, result, batch, context.start_time, context.end_time)
         except _Failed as failed:
             error, attempts = failed.error, failed.attempts
@@ -135,24 +162,19 @@ class _Failed(Exception):
         self.attempts = attempts
 
 
-async def _call(
-    view: BatchFeatureView, caller: Caller, data: Any, context: Context, where: Callable[[], str]
-) -> tuple[Any, int]:
-    """Call the transform through the caller. A user error that persists becomes _Failed
-    (for the error policy); Rivulet's own errors (a resource that cannot be built, an
-    undeclared secret) propagate and fail the interval whatever the policy."""
-    try:
-        return await caller(data, context)
-    except FailedCall as failed:
-        if isinstance(failed.error, RivuletError):
-            raise failed.error from None
-        tries = f", after {failed.attempts} attempts" if failed.attempts > 1 else ""
-        error = TransformError(
-            f"Feature view '{view.name}': the transform raised {type(failed.error).__name__}: "
-            f"{one_line(failed.error)} (on {where()}{tries})."
-        )
-        error.__cause__ = failed.error
-        raise _Failed(error, failed.attempts) from failed.error
+def _failed(view: BatchFeatureView, failed: FailedCall, where: Callable[[], str]) -> Exception:
+    """The error a call that failed for good ends with: Rivulet's own errors (a resource that
+    cannot be built, an undeclared secret) as they are, since they fail the interval
+    whatever the policy; a user's error as _Failed, for the error policy."""
+    if isinstance(failed.error, RivuletError):
+        return failed.error
+    tries = f", after {failed.attempts} attempts" if failed.attempts > 1 else ""
+    error = TransformError(
+        f"Feature view '{view.name}': the transform raised {type(failed.error).__name__}: "
+        f"{one_line(failed.error)} (on {where()}{tries})."
+    )
+    error.__cause__ = failed.error
+    return _Failed(error, failed.attempts)
 
 
 def _rows_table(
