@@ -75,6 +75,15 @@ class BatchFeatureView:
     def join_keys(self) -> tuple[Field, ...]:
         return tuple(key for entity in self.entities for key in entity.join_keys)
 
+    @functools.cached_property
+    def carried_columns(self) -> tuple[str, ...]:
+        """The join keys and the timestamp: what python mode carries from source to output."""
+        return (*(k.name for k in self.join_keys), self.timestamp_field)
+
+    @functools.cached_property
+    def feature_names(self) -> frozenset[str]:
+        return frozenset(f.name for f in self.features)
+
     @property
     def window_field(self) -> str:
         """The source column the interval window filters on."""

@@ -26,16 +26,16 @@ _ARROW_ERRORS = (
 def merge_row(view: BatchFeatureView, source_row: dict[str, Any], returned: Any) -> dict[str, Any]:
     """A python-mode output row: the source row's keys and timestamp, overridden by what the
     transform returned. Raises OutputError unless exactly the declared features are returned."""
-    keys = _carried_columns(view)
+    keys = view.carried_columns
     if not isinstance(returned, dict):
         raise OutputError(
             f"Feature view '{view.name}' returned {type(returned).__name__} for the row "
             f"{describe_row(view, source_row)}; a python-mode transform returns a dict of features."
         )
-    declared = {f.name for f in view.features}
-    missing = [name for name in declared if name not in returned]
-    extra = [name for name in returned if name not in declared and name not in keys]
-    if missing or extra:
+    declared = view.feature_names
+    if returned.keys() - keys != declared:  # the common case costs one set comparison
+        missing = [name for name in declared if name not in returned]
+        extra = [name for name in returned if name not in declared and name not in keys]
         raise OutputError(_mismatch_message(view, source_row, missing, extra, returned))
     row = {key: _carried_value(view, key, source_row) for key in keys if key not in returned}
     row.update(returned)
@@ -64,7 +64,7 @@ def frame_to_table(
     """A frame-mode result as a table of the view's output schema. Join keys and timestamp the
     result lacks are taken from the source batch when the result has one row per source row."""
     table = _as_table(view, result)
-    for name in _carried_columns(view):
+    for name in view.carried_columns:
         if name not in table.column_names and table.num_rows == source.num_rows:
             column = source.column(name) if name in source.schema.names else None
             if column is None and name == view.timestamp_field:
@@ -85,10 +85,6 @@ def frame_to_table(
         except _ARROW_ERRORS:
             arrays.append(_cast_values(view, field, table.to_pylist(), column.to_pylist()))
     return _check_window(view, pa.Table.from_arrays(arrays, schema=schema), start, end)
-
-
-def _carried_columns(view: BatchFeatureView) -> list[str]:
-    return [k.name for k in view.join_keys] + [view.timestamp_field]
 
 
 def _carried_value(view: BatchFeatureView, key: str, source_row: dict[str, Any]) -> Any:
@@ -157,7 +153,7 @@ def _declared_type(view: BatchFeatureView, name: str) -> DataType:
 
 def describe_row(view: BatchFeatureView, row: dict[str, Any]) -> str:
     """The row's join keys and timestamp, for error messages."""
-    names = [*_carried_columns(view), view.window_field]
+    names = [*view.carried_columns, view.window_field]
     shown = dict.fromkeys(n for n in names if n in row)
     return ", ".join(f"{name}={_show(row[name])}" for name in shown) or "(no keys)"
 
