@@ -78,10 +78,8 @@ async def _run_python(
             error, attempts = failed.error, failed.attempts
         except OutputError as output_error:
             error = output_error
-        if view.on_error == "fail":
-            raise error
-        dead_letters.add(row, attempts, error)
-        return _null_row(view, row) if view.on_error == "null" else None
+        kept = _apply_policy(view, [row], attempts, error, dead_letters)
+        return kept[0] if kept else None
 
     async def compute(one: list[dict[str, Any]]) -> list[dict[str, Any] | None]:
         try:
@@ -141,12 +139,7 @@ async def _run_frames(
             error, attempts = failed.error, failed.attempts
         except OutputError as output_error:
             error = output_error
-        if view.on_error == "fail":
-            raise error
-        rows = batch.to_pylist()
-        for row in rows:
-            dead_letters.add(row, attempts, error)
-        kept = [_null_row(view, row) for row in rows] if view.on_error == "null" else []
+        kept = _apply_policy(view, batch.to_pylist(), attempts, error, dead_letters)
         return rows_to_table(view, kept, context.start_time, context.end_time)
 
     async with aclosing(ordered_map(batches, compute, view.concurrency)) as tables:
@@ -193,10 +186,24 @@ def _rows_table(
             rows_to_table(view, [row], context.start_time, context.end_time)
             kept.append(row)
         except OutputError as error:
-            dead.add(row, 1, error)
-            if view.on_error == "null":
-                kept.append(_null_row(view, row))
+            kept += _apply_policy(view, [row], 1, error, dead)
     return rows_to_table(view, kept, context.start_time, context.end_time)
+
+
+def _apply_policy(
+    view: BatchFeatureView,
+    rows: list[dict[str, Any]],
+    attempts: int,
+    error: Exception,
+    dead_letters: DeadLetters,
+) -> list[dict[str, Any]]:
+    """The view's on_error for rows whose call failed: raise ("fail"), or record them as dead
+    letters and keep nothing ("skip") or the rows with null features ("null")."""
+    if view.on_error == "fail":
+        raise error
+    for row in rows:
+        dead_letters.add(row, attempts, error)
+    return [_null_row(view, row) for row in rows] if view.on_error == "null" else []
 
 
 def _null_row(view: BatchFeatureView, row: dict[str, Any]) -> dict[str, Any]:
