@@ -210,3 +210,17 @@ def test_monthly_intervals_never_overlap() -> None:
     part = tile(origin, Months(1), datetime(2024, 4, 15), datetime(2024, 6, 1))
     assert all(a[1] == b[0] for a, b in itertools.pairwise(whole))
     assert set(part) <= set(whole) and [i[0].day for i in whole] == [28] * len(whole)
+
+
+def test_ranges_are_widened_and_clipped_with_a_note(write_job, tmp_path):
+    job = job_file(write_job)
+    result = run_cli(
+        "plan", job, "--start", "2024-10-25T12:00", "--end", "2024-10-26T13:00",
+        "--output", tmp_path / "out",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    notes = " ".join(result.stderr.split())
+    assert "starts at 2024-10-26 00:00; the time before it is left out" in notes
+    assert "widened to whole intervals, [2024-10-26 00:00, 2024-10-26 18:00)" in notes
+    assert "3 missing" in result.stdout
+    assert not (tmp_path / "out").exists()  # plan writes nothing
