@@ -9,26 +9,16 @@ import os
 from datetime import datetime
 
 from bench.jobs.clients import session
+from bench.jobs.sources import events, user
 from engine import (
     Attribute,
-    BatchSource,
-    Entity,
-    Field,
-    FileConfig,
     Float64,
-    String,
     batch_feature_view,
     resource_provider,
 )
 
 CLIENT = os.environ.get("BENCH_CLIENT", "stdlib")
 CONCURRENCY = int(os.environ.get("BENCH_CONCURRENCY", "64"))
-
-events = BatchSource(
-    name="events",
-    batch_config=FileConfig(uri=os.environ["BENCH_EVENTS"], timestamp_field="timestamp"),
-)
-user = Entity(name="user", join_keys=[Field("user_id", String)])
 
 
 @resource_provider

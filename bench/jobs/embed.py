@@ -10,26 +10,16 @@ from datetime import datetime
 import polars as pl
 
 from bench.jobs.clients import JsonSession
+from bench.jobs.sources import events, user
 from engine import (
     Array,
     Attribute,
-    BatchSource,
-    Entity,
-    Field,
-    FileConfig,
     Float32,
-    String,
     batch_feature_view,
     resource_provider,
 )
 
 MODEL = "text-embedding-3-small"
-
-events = BatchSource(
-    name="events",
-    batch_config=FileConfig(uri=os.environ["BENCH_EVENTS"], timestamp_field="timestamp"),
-)
-user = Entity(name="user", join_keys=[Field("user_id", String)])
 
 
 @resource_provider

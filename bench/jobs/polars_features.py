@@ -1,28 +1,18 @@
 """Benchmark job: CPU-bound polars-mode features over BENCH_EVENTS, no I/O besides files."""
 
-import os
 from datetime import datetime
 
 import polars as pl
 
 from bench.jobs import features
+from bench.jobs.sources import events, user
 from engine import (
     Attribute,
-    BatchSource,
-    Entity,
-    Field,
-    FileConfig,
     Float64,
     Int64,
     String,
     batch_feature_view,
 )
-
-events = BatchSource(
-    name="events",
-    batch_config=FileConfig(uri=os.environ["BENCH_EVENTS"], timestamp_field="timestamp"),
-)
-user = Entity(name="user", join_keys=[Field("user_id", String)])
 
 
 @batch_feature_view(
