@@ -16,7 +16,7 @@ class wait_backoff_or_retry_after:  # named like tenacity's own wait strategies
 
     def __init__(self, policy: RetryPolicy) -> None:
         self._backoff = wait_exponential_jitter(
-            initial=policy.initial_backoff, max=policy.max_backoff, jitter=policy.jitter
+            multiplier=policy.initial_backoff, max=policy.max_backoff, jitter=policy.jitter
         )
         self._ceiling = max(policy.max_backoff, 60.0)
 
