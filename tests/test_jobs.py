@@ -70,7 +70,9 @@ def test_tecton_seed_is_rejected_for_returning_an_undeclared_feature(openai_env,
     assert list(tmp_path.rglob("*.parquet")) == []
 
 
-def test_tecton_seed_runs_once_its_feature_is_declared(openai_env, tmp_path: Path, capfd) -> None:
+def test_tecton_seed_runs_once_its_feature_is_declared(
+    openai_env, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     fixed = tmp_path / "tecton_seed_fixed.py"
     source = SEED.read_text()
     events_line = next(line for line in source.splitlines() if line.startswith("EVENTS = "))
@@ -84,5 +86,6 @@ def test_tecton_seed_runs_once_its_feature_is_declared(openai_env, tmp_path: Pat
     summary = backfill(fixed, datetime(2024, 10, 26), datetime(2024, 10, 29), output=tmp_path / "o")
     assert summary.ok, summary.failed
     assert_correct_embeddings(tmp_path / "o", "bfv", days=3)
-    # The seed's client keeps the SDK's own retries; the worker says they multiply Rivulet's.
-    assert "returned an openai client with max_retries=2" in capfd.readouterr().err
+    # The seed's client keeps the SDK's own retries; the worker (in this process, as there is
+    # one) logs that they multiply Rivulet's.
+    assert "returned an openai client with max_retries=2" in caplog.text

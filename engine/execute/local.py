@@ -1,14 +1,15 @@
-"""The local executor: worker processes started with `spawn`, fed from one task queue."""
+"""The local executor: one worker in this process, or several started with `spawn`."""
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import queue
 import signal
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,8 +54,10 @@ Event = TaskStarted | RowsWritten | TaskResult | WorkerReport | WorkerFailed
 class LocalExecutor:
     """Runs tasks on `workers` processes of this machine, each holding its own resources.
 
-    Processes start with `spawn`, not `fork`: Polars and DuckDB start thread pools, and a
-    forked child of such a process can deadlock. Each worker imports the job by path.
+    One worker runs in this process: it already holds the imported job, and a second
+    interpreter would import Polars, DuckDB and the job again. Several start with `spawn`,
+    not `fork`: Polars and DuckDB start thread pools, and a forked child of such a process
+    can deadlock. Each spawned worker imports the job by path.
     """
 
     def __init__(self, workers: int = 1) -> None:
@@ -72,70 +75,137 @@ class LocalExecutor:
         down their resources."""
         if not tasks:
             return [], [], False
-        context = multiprocessing.get_context("spawn")
-        todo: Any = context.Queue()
-        events: Any = context.Queue()
-        stop = context.Event()
         count = min(self.workers, len(tasks))
-        for task in tasks:
-            todo.put(task)
-        for _ in range(count):
-            todo.put(None)
-        processes = [
-            context.Process(
-                target=_worker_main,
-                args=(settings, dict(secret_values), todo, events, stop),
-                name=f"rivulet-worker-{i}",
-                daemon=True,
-            )
-            for i in range(count)
-        ]
-        for process in processes:
-            process.start()
-        results: dict[Task, TaskResult] = {}
-        running: dict[int, Task] = {}
-        reports: list[WorkerReport] = []
-        failures: list[WorkerFailed] = []
-
-        def handle(event: Event) -> None:
-            if isinstance(event, TaskStarted):
-                running[event.worker] = event.task
-            elif isinstance(event, TaskResult):
-                results[event.task] = event
-                running.pop(event.worker, None)
-            elif isinstance(event, WorkerReport):
-                reports.append(event)
-            elif isinstance(event, WorkerFailed):
-                failures.append(event)
-            on_event(event)
-
-        def finished() -> bool:
-            return len(reports) + len(failures) == count
-
-        interrupted = False
-        try:
-            for event in _events(events, processes, finished):
-                handle(event)
-        except KeyboardInterrupt:
-            interrupted = True
-            stop.set()  # workers abandon their interval, tear down resources, and report
-            try:
-                for event in _events(events, processes, finished, timeout=_GRACE_SECONDS):
-                    handle(event)
-            except KeyboardInterrupt:
-                pass  # a second Ctrl-C: stop waiting for the workers
-        finally:
-            for process in processes:
-                if process.is_alive():
-                    process.terminate()  # the worker stops at its next row and tears down
-                process.join(timeout=_GRACE_SECONDS)
-                if process.is_alive():
-                    process.kill()
-                    process.join()
+        tally = _Tally(count, on_event)
+        if count == 1:
+            interrupted = _run_here(tasks, settings, secret_values, tally)
+            processes: list = []
+        else:
+            processes, interrupted = _run_spawned(count, tasks, settings, secret_values, tally)
+        results = tally.results
         for task in tasks:
             if task not in results:
-                results[task] = _lost(task, running, failures, processes, interrupted)
-        return [results[task] for task in tasks], reports, interrupted
+                results[task] = _lost(task, tally, processes, interrupted)
+        return [results[task] for task in tasks], tally.reports, interrupted
+
+
+class _Tally:
+    """What the workers reported so far; passes every event on to `on_event`."""
+
+    def __init__(self, workers: int, on_event: Callable[[Event], None]) -> None:
+        self.workers = workers
+        self.results: dict[Task, TaskResult] = {}
+        self.running: dict[int, Task] = {}
+        self.reports: list[WorkerReport] = []
+        self.failures: list[WorkerFailed] = []
+        self._on_event = on_event
+
+    def handle(self, event: Event) -> None:
+        if isinstance(event, TaskStarted):
+            self.running[event.worker] = event.task
+        elif isinstance(event, TaskResult):
+            self.results[event.task] = event
+            self.running.pop(event.worker, None)
+        elif isinstance(event, WorkerReport):
+            self.reports.append(event)
+        elif isinstance(event, WorkerFailed):
+            self.failures.append(event)
+        self._on_event(event)
+
+    def finished(self) -> bool:
+        return len(self.reports) + len(self.failures) == self.workers
+
+
+def _run_here(
+    tasks: Sequence[Task], settings: RunSettings, secret_values: Mapping[Secret, str], tally: _Tally
+) -> bool:
+    """Run the tasks on one worker in this process; return whether it was interrupted.
+
+    Ctrl-C (or SIGTERM) stops the worker at its next row or micro-batch, after which it tears
+    down its resources; a second one abandons the run at once.
+    """
+    stop = threading.Event()
+    remaining = iter(tasks)
+    try:
+        with _stop_on_signals(stop):
+            _serve(
+                settings, secret_values, lambda: next(remaining, None), tally.handle, stop.is_set
+            )
+    except KeyboardInterrupt:
+        stop.set()
+    return stop.is_set()
+
+
+@contextlib.contextmanager
+def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
+    """While in the block, SIGINT and SIGTERM set `stop`; a second one raises KeyboardInterrupt.
+    Signal handlers belong to the main thread: elsewhere, signals keep their handlers."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def request_stop(signum: int, frame: object) -> None:
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+
+    previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _run_spawned(
+    count: int,
+    tasks: Sequence[Task],
+    settings: RunSettings,
+    secret_values: Mapping[Secret, str],
+    tally: _Tally,
+) -> tuple[list, bool]:
+    """Run the tasks on `count` spawned worker processes; return them and whether the run
+    was interrupted."""
+    context = multiprocessing.get_context("spawn")
+    todo: Any = context.Queue()
+    events: Any = context.Queue()
+    stop = context.Event()
+    for task in tasks:
+        todo.put(task)
+    for _ in range(count):
+        todo.put(None)
+    processes = [
+        context.Process(
+            target=_worker_main,
+            args=(settings, dict(secret_values), todo, events, stop),
+            name=f"rivulet-worker-{i}",
+            daemon=True,
+        )
+        for i in range(count)
+    ]
+    for process in processes:
+        process.start()
+    interrupted = False
+    try:
+        for event in _events(events, processes, tally.finished):
+            tally.handle(event)
+    except KeyboardInterrupt:
+        interrupted = True
+        stop.set()  # workers abandon their interval, tear down resources, and report
+        try:
+            for event in _events(events, processes, tally.finished, timeout=_GRACE_SECONDS):
+                tally.handle(event)
+        except KeyboardInterrupt:
+            pass  # a second Ctrl-C: stop waiting for the workers
+    finally:
+        for process in processes:
+            if process.is_alive():
+                process.terminate()  # the worker stops at its next row and tears down
+            process.join(timeout=_GRACE_SECONDS)
+            if process.is_alive():
+                process.kill()
+                process.join()
+    return processes, interrupted
 
 
 def _events(
@@ -157,20 +227,14 @@ def _events(
                         return
 
 
-def _lost(
-    task: Task,
-    running: dict[int, Task],
-    failures: list[WorkerFailed],
-    processes: list,
-    interrupted: bool,
-) -> TaskResult:
+def _lost(task: Task, tally: _Tally, processes: list, interrupted: bool) -> TaskResult:
     """A result for a task no worker finished: its worker died, none could start, or the run
     was interrupted first."""
     if interrupted:
         return TaskResult(
             task, 0, error_kind="Interrupted", error="The run was interrupted before this interval."
         )
-    for worker, started in running.items():
+    for worker, started in tally.running.items():
         if started == task:
             codes = {p.pid: p.exitcode for p in processes}
             return TaskResult(
@@ -180,10 +244,9 @@ def _lost(
                 error=f"The worker process {worker} exited (code {codes.get(worker)}) while "
                 f"computing {task.label}.",
             )
-    if failures:
-        return TaskResult(
-            task, failures[0].worker, error_kind=failures[0].error_kind, error=failures[0].error
-        )
+    if tally.failures:
+        first = tally.failures[0]
+        return TaskResult(task, first.worker, error_kind=first.error_kind, error=first.error)
     return TaskResult(task, 0, error_kind="Worker error", error=f"No worker ran {task.label}.")
 
 
@@ -196,15 +259,29 @@ def _worker_main(
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     terminated = threading.Event()
     signal.signal(signal.SIGTERM, lambda signum, frame: terminated.set())
+    _serve(
+        settings,
+        secret_values,
+        todo.get,
+        events.put,
+        lambda: stop.is_set() or terminated.is_set(),
+    )
 
-    def stopped() -> bool:
-        return stop.is_set() or terminated.is_set()
 
+def _serve(
+    settings: RunSettings,
+    secret_values: Mapping[Secret, str],
+    take: Callable[[], Task | None],
+    emit: Callable[[Event], None],
+    stopped: Callable[[], bool],
+) -> None:
+    """Build a worker and run the tasks `take` gives until it gives None or `stopped()`,
+    emitting each event; the worker always tears down and reports (or reports its failure)."""
     try:
         worker = Worker(
             settings,
             secret_values,
-            on_rows=lambda task, rows, stats: events.put(
+            on_rows=lambda task, rows, stats: emit(
                 RowsWritten(
                     task,
                     rows,
@@ -221,11 +298,11 @@ def _worker_main(
         message = str(exc)
         for fragment in secret_fragments(secret_values.values()):
             message = message.replace(fragment, "***")
-        events.put(WorkerFailed(os.getpid(), kind, message))
+        emit(WorkerFailed(os.getpid(), kind, message))
         return
     try:
-        while not stopped() and (task := todo.get()) is not None:
-            events.put(TaskStarted(task, os.getpid()))
-            events.put(worker.run(task))
+        while not stopped() and (task := take()) is not None:
+            emit(TaskStarted(task, os.getpid()))
+            emit(worker.run(task))
     finally:
-        events.put(worker.close())
+        emit(worker.close())
