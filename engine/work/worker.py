@@ -9,13 +9,15 @@ import re
 import signal
 import time
 import traceback
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlsplit
+
+import pyarrow as pa
 
 from engine.define.secrets import Secret
 from engine.errors import Interrupted, RivuletError, one_line
@@ -103,6 +105,7 @@ class Worker:
         self._loop = asyncio.new_event_loop()
         most = max(view.concurrency for view in self.job.feature_views.values())
         self._threads = ThreadPoolExecutor(max_workers=most, thread_name_prefix="rivulet-call")
+        self._writes = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rivulet-write")
         self._stats = CallStats()
         self._pool = ResourcePool(secret_values, self._stats, self._redact)
         self._limits = Limits(settings.rates, self._stats)
@@ -168,12 +171,11 @@ class Worker:
         dead_letters = DeadLetters(view, task.start, task.end, self._redact)
         folder = partition_dir(self.settings.output, view.name, task.start)
         batches = read_window(view, task.start, task.end)
-        with PartitionWriter(folder, view.output_schema(), metadata) as writer:
+        schema, keys = view.output_schema(), view.carried_columns
+        with PartitionWriter(folder, schema, metadata, filtered_on=keys) as writer:
             outputs = run_transform(view, batches, context, caller, dead_letters, self._stopped)
             async with aclosing(outputs):
-                async for table in outputs:
-                    writer.write(table)
-                    self._on_rows(task, table.num_rows, self._stats)
+                await self._write(task, outputs, writer)
             path = writer.commit()
         # Dead letters follow their data: a crash between the two leaves data whose rerun
         # (an adopted file) simply has no dead-letter file, never dead letters without data.
@@ -187,12 +189,35 @@ class Worker:
         )  # fmt: skip
         return path, writer.rows
 
+    async def _write(
+        self, task: Task, tables: AsyncIterator[pa.Table], writer: PartitionWriter
+    ) -> None:
+        """Write each table on the writer thread while the next one is computed: one write in
+        flight, in order. The file is not left to close under a running write."""
+        in_flight: asyncio.Future[None] | None = None
+        rows = 0
+        try:
+            async for table in tables:
+                if in_flight is not None:
+                    await in_flight
+                    self._on_rows(task, rows, self._stats)
+                in_flight = self._loop.run_in_executor(self._writes, writer.write, table)
+                rows = table.num_rows
+        except BaseException:
+            if in_flight is not None:
+                await asyncio.wait([in_flight])
+            raise
+        if in_flight is not None:
+            await in_flight
+            self._on_rows(task, rows, self._stats)
+
     def close(self) -> WorkerReport:
         """Tear down every resource this worker built and report the counts."""
         try:
             self._loop.run_until_complete(self._pool.close())
         finally:
             self._threads.shutdown(wait=False, cancel_futures=True)
+            self._writes.shutdown(wait=False, cancel_futures=True)
             self._loop.close()
         return WorkerReport(os.getpid(), self._stats)
 

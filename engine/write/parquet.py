@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -15,6 +16,7 @@ from engine.define.schedule import as_utc
 from engine.errors import SettingsError
 
 DATA_FILE = "data.parquet"
+_DICTIONARY_BYTES = 64 * 1024  # past this, a column chunk's dictionary falls back to plain
 
 
 def partition_dir(output: str | Path, view: str, start: datetime) -> Path:
@@ -27,6 +29,9 @@ class PartitionWriter:
 
     The temporary name does not end in `.parquet`, so readers globbing `*.parquet` never see
     a partial file. Leaving the `with` block without `commit()` removes the temporary file.
+    Only `filtered_on` (the columns readers select rows by) get min/max statistics, and a
+    column's dictionary encoding gives up early when its values are mostly distinct: both
+    cost more than the compression itself on long, distinct strings.
 
     Example:
         with PartitionWriter(folder, schema, {"rivulet.run_id": run_id}) as writer:
@@ -34,16 +39,29 @@ class PartitionWriter:
             writer.commit()
     """
 
-    def __init__(self, folder: Path, schema: pa.Schema, metadata: dict[str, str]) -> None:
+    def __init__(
+        self,
+        folder: Path,
+        schema: pa.Schema,
+        metadata: dict[str, str],
+        filtered_on: Sequence[str] = (),
+    ) -> None:
         self.folder = folder
         self.rows = 0
         self._schema = schema.with_metadata(metadata)
+        self._statistics = list(filtered_on) or False
         self._temporary = folder / f".{DATA_FILE}.{metadata.get('rivulet.run_id', 'run')}.tmp"
         self._writer: pq.ParquetWriter | None = None
 
     def __enter__(self) -> PartitionWriter:
         self.folder.mkdir(parents=True, exist_ok=True)
-        self._writer = pq.ParquetWriter(self._temporary, self._schema, compression="zstd")
+        self._writer = pq.ParquetWriter(
+            self._temporary,
+            self._schema,
+            compression="zstd",
+            write_statistics=self._statistics,
+            dictionary_pagesize_limit=_DICTIONARY_BYTES,
+        )
         return self
 
     def write(self, table: pa.Table) -> None:
