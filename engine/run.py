@@ -184,6 +184,7 @@ def _materialize(
         outcome = "interrupted" if interrupted else "succeeded" if summary.ok else "failed"
         rows = sum(summary.rows_by_view.values())
         ledger.finish_run(run_id, outcome, len(results), len(summary.failed), rows)
+        ledger.close()
     return summary
 
 

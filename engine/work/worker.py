@@ -219,6 +219,7 @@ class Worker:
             self._threads.shutdown(wait=False, cancel_futures=True)
             self._writes.shutdown(wait=False, cancel_futures=True)
             self._loop.close()
+            self._ledger.close()
         return WorkerReport(os.getpid(), self._stats)
 
     def _redact(self, text: str) -> str:
