@@ -23,9 +23,11 @@ from engine import (
     FileConfig,
     Int64,
     PythonConfig,
+    Timestamp,
     backfill,
     batch_feature_view,
 )
+from engine.arrow import to_rows
 from engine.define.sources import BatchConfig
 from engine.errors import SourceError
 from engine.read.sources import read_window
@@ -472,3 +474,20 @@ def view(df):
         {"ts": ZONED_INSTANTS[1], "hour": 1},
         {"ts": ZONED_INSTANTS[2], "hour": 23},
     ]
+
+
+def test_python_rows_carry_utc_timestamps_as_pyarrow_would():
+    paris = pa.timestamp("us", "Europe/Paris")
+    batch = pa.record_batch(
+        {
+            "at": pa.array([datetime(2024, 10, 26, 6, 30, 0, 123456), None], Timestamp.to_arrow()),
+            "paris": pa.array([datetime(2024, 10, 26, 6), None], paris),
+            "naive": pa.array([datetime(2024, 10, 26), None], pa.timestamp("ms")),
+            "n": [1, 2],
+        }
+    )
+    rows, expected = to_rows(batch), batch.to_pylist()
+    assert rows == expected  # the same instants and values
+    assert rows[0]["at"].tzinfo is UTC and rows[1]["at"] is None
+    assert rows[0]["paris"].tzinfo == expected[0]["paris"].tzinfo
+    assert rows[0]["naive"].tzinfo is None

@@ -15,12 +15,13 @@ from typing import Any, TypeVar
 
 import pyarrow as pa
 
+from engine.arrow import to_rows
 from engine.define.feature_views import BatchFeatureView
 from engine.errors import Interrupted, OutputError, RivuletError, TransformError, one_line
 from engine.work.caller import Caller, FailedCall
 from engine.work.calls import ordered_map
 from engine.work.context import Context
-from engine.write.conform import describe_row, frame_to_table, merge_row, rows_to_table
+from engine.write.conform import checked_features, describe_row, frame_to_table, rows_to_table
 from engine.write.dead_letters import DeadLetters
 
 T = TypeVar("T")
@@ -36,8 +37,7 @@ async def run_transform(
 ) -> AsyncIterator[pa.Table]:
     """Yield one output table per source batch, in source order."""
     runner = _run_python if view.mode == "python" else _run_frames
-    items = _until_stopped(batches, stopped)
-    async with aclosing(runner(view, items, context, caller, dead_letters, stopped)) as tables:
+    async with aclosing(runner(view, batches, context, caller, dead_letters, stopped)) as tables:
         async for table in tables:
             yield table
 
@@ -58,52 +58,53 @@ async def _run_python(
     stopped: Callable[[], bool],
 ) -> AsyncIterator[pa.Table]:
     """One call per row, up to `view.concurrency` at once across batch boundaries."""
-    sizes: deque[int] = deque()
+    sources: deque[pa.RecordBatch] = deque()
 
     def rows() -> Iterator[dict[str, Any]]:
         for batch in batches:
-            sizes.append(batch.num_rows)
-            yield from _until_stopped(batch.to_pylist(), stopped)
+            sources.append(batch)
+            yield from to_rows(batch)
 
-    def finish(row: dict[str, Any], outcome: tuple[Any, int] | FailedCall) -> dict[str, Any] | None:
-        """The output row for one source row, or None when it is skipped."""
+    def finish(row: dict[str, Any], outcome: tuple[Any, int] | FailedCall) -> dict | None:
+        """The features for one source row, or None when it is skipped."""
         try:
             if isinstance(outcome, FailedCall):
                 raise _failed(view, outcome, lambda: f"the row {describe_row(view, row)}") from (
                     outcome.error
                 )
             returned, attempts = outcome
-            return merge_row(view, row, returned)
+            return checked_features(view, row, returned)
         except _Failed as failed:
             error, attempts = failed.error, failed.attempts
         except OutputError as output_error:
             error = output_error
-        kept = _apply_policy(view, [row], attempts, error, dead_letters)
-        return kept[0] if kept else None
+        return _apply_policy(view, [row], attempts, error, dead_letters)[0]
 
-    async def compute(one: list[dict[str, Any]]) -> list[dict[str, Any] | None]:
+    async def compute(one: list[dict[str, Any]]) -> list[dict | None]:
         try:
             outcome: tuple[Any, int] | FailedCall = await caller(one[0], context)
         except FailedCall as failed:
             outcome = failed
         return [finish(one[0], outcome)]
 
-    async def compute_chunk(chunk: list[dict[str, Any]]) -> list[dict[str, Any] | None]:
+    async def compute_chunk(chunk: list[dict[str, Any]]) -> list[dict | None]:
         outcomes = await caller.call_rows(chunk, context)
         return [finish(row, outcome) for row, outcome in zip(chunk, outcomes, strict=True)]
 
     if caller.runs_rows_in_chunks:
-        work, items = compute_chunk, _chunks(rows(), lambda: caller.chunk_size)
+        chunks = _until_stopped(_chunks(rows(), lambda: caller.chunk_size), stopped)
+        calls = ordered_map(chunks, compute_chunk, view.concurrency)
     else:
-        work, items = compute, ([row] for row in rows())
-    done: list[dict[str, Any] | None] = []
-    async with aclosing(ordered_map(items, work, view.concurrency)) as results:
+        singles = _until_stopped(([row] for row in rows()), stopped)
+        calls = ordered_map(singles, compute, view.concurrency)
+    done: list[dict | None] = []
+    async with aclosing(calls) as results:
         async for finished in results:
             done.extend(finished)
-            while sizes and len(done) >= sizes[0]:
-                batch, done = done[: sizes[0]], done[sizes[0] :]
-                sizes.popleft()
-                yield _rows_table(view, [r for r in batch if r is not None], context, dead_letters)
+            while sources and len(done) >= sources[0].num_rows:
+                source = sources.popleft()
+                returned, done = done[: source.num_rows], done[source.num_rows :]
+                yield _rows_table(view, source, returned, context, dead_letters)
 
 
 def _chunks(rows: Iterator[T], size: Callable[[], int]) -> Iterator[list[T]]:
@@ -140,9 +141,10 @@ async def _run_frames(
         except OutputError as output_error:
             error = output_error
         kept = _apply_policy(view, batch.to_pylist(), attempts, error, dead_letters)
-        return rows_to_table(view, kept, context.start_time, context.end_time)
+        return rows_to_table(view, batch, kept, context.start_time, context.end_time)
 
-    async with aclosing(ordered_map(batches, compute, view.concurrency)) as tables:
+    calls = ordered_map(_until_stopped(batches, stopped), compute, view.concurrency)
+    async with aclosing(calls) as tables:
         async for table in tables:
             yield table
 
@@ -171,23 +173,30 @@ def _failed(view: BatchFeatureView, failed: FailedCall, where: Callable[[], str]
 
 
 def _rows_table(
-    view: BatchFeatureView, rows: list[dict[str, Any]], context: Context, dead: DeadLetters
+    view: BatchFeatureView,
+    source: pa.RecordBatch,
+    returned: list[dict | None],
+    context: Context,
+    dead: DeadLetters,
 ) -> pa.Table:
-    """The rows as a table; under skip/null, a row whose values do not cast (or fall outside
-    the interval) goes to the dead letters alone instead of failing the interval."""
+    """The batch's output table; under skip/null, a row whose values do not cast (or fall
+    outside the interval) goes to the dead letters alone instead of failing the interval."""
+    start, end = context.start_time, context.end_time
     try:
-        return rows_to_table(view, rows, context.start_time, context.end_time)
+        return rows_to_table(view, source, returned, start, end)
     except OutputError:
         if view.on_error == "fail":
             raise
-    kept = []
-    for row in rows:
+    kept = list(returned)
+    for index, features in enumerate(returned):
+        if features is None:
+            continue
+        row = source.slice(index, 1)
         try:
-            rows_to_table(view, [row], context.start_time, context.end_time)
-            kept.append(row)
+            rows_to_table(view, row, [features], start, end)
         except OutputError as error:
-            kept += _apply_policy(view, [row], 1, error, dead)
-    return rows_to_table(view, kept, context.start_time, context.end_time)
+            kept[index] = _apply_policy(view, row.to_pylist(), 1, error, dead)[0]
+    return rows_to_table(view, source, kept, start, end)
 
 
 def _apply_policy(
@@ -196,18 +205,15 @@ def _apply_policy(
     attempts: int,
     error: Exception,
     dead_letters: DeadLetters,
-) -> list[dict[str, Any]]:
+) -> list[dict | None]:
     """The view's on_error for rows whose call failed: raise ("fail"), or record them as dead
-    letters and keep nothing ("skip") or the rows with null features ("null")."""
+    letters and give each no features ("skip": None) or null ones ("null")."""
     if view.on_error == "fail":
         raise error
     for row in rows:
         dead_letters.add(row, attempts, error)
-    return [_null_row(view, row) for row in rows] if view.on_error == "null" else []
-
-
-def _null_row(view: BatchFeatureView, row: dict[str, Any]) -> dict[str, Any]:
-    return merge_row(view, row, {f.name: None for f in view.features})
+    nulls = dict.fromkeys(view.feature_names) if view.on_error == "null" else None
+    return [nulls] * len(rows)
 
 
 def _frame_converter(mode: str) -> Any:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -25,39 +26,54 @@ _ARROW_ERRORS = (
 )
 
 
-def merge_row(view: BatchFeatureView, source_row: dict[str, Any], returned: Any) -> dict[str, Any]:
-    """A python-mode output row: the source row's keys and timestamp, overridden by what the
-    transform returned. Raises OutputError unless exactly the declared features are returned."""
-    keys = view.carried_columns
+def checked_features(view: BatchFeatureView, source_row: dict[str, Any], returned: Any) -> dict:
+    """What a python-mode transform returned for one row, if it is a dict of exactly the
+    declared features, plus any join keys or timestamp it overrides; else OutputError."""
     if not isinstance(returned, dict):
         raise OutputError(
             f"Feature view '{view.name}' returned {type(returned).__name__} for the row "
             f"{describe_row(view, source_row)}; a python-mode transform returns a dict of features."
         )
     declared = view.feature_names
-    if returned.keys() - keys != declared:  # the common case costs one set comparison
+    if returned.keys() != declared and returned.keys() - view.carried_columns != declared:
         missing = [name for name in declared if name not in returned]
-        extra = [name for name in returned if name not in declared and name not in keys]
+        extra = [n for n in returned if n not in declared and n not in view.carried_columns]
         raise OutputError(_mismatch_message(view, source_row, missing, extra, returned))
-    row = {key: _carried_value(view, key, source_row) for key in keys if key not in returned}
-    row.update(returned)
-    return row
+    return returned
 
 
 def rows_to_table(
-    view: BatchFeatureView, rows: list[dict[str, Any]], start: datetime, end: datetime
+    view: BatchFeatureView,
+    source: pa.RecordBatch,
+    returned: list[dict[str, Any] | None],
+    start: datetime,
+    end: datetime,
 ) -> pa.Table:
-    """The python-mode rows of one micro-batch as a table of the view's output schema."""
-    schema = view.output_schema()
+    """One source batch's python-mode output as a table of the view's output schema.
+
+    `returned[i]` holds the features of source row i, or None when that row is skipped. Join
+    keys and timestamp come from the source's columns as they are, without a round trip
+    through Python objects, unless the transform returned them.
+    """
+    kept = [i for i, features in enumerate(returned) if features is not None]
+    results = [returned[i] for i in kept]
+    if len(kept) < source.num_rows:
+        source = source.take(kept)
+    features_count = len(view.feature_names)
+    overrides = any(len(features) > features_count for features in results)
     arrays = []
-    for field in schema:
-        values = [row[field.name] for row in rows]
-        try:
-            # Infer, then cast safely: pa.array(values, type=...) would truncate 1.5 to 1.
-            arrays.append(pa.array(values, from_pandas=False).cast(field.type, safe=True))
-        except _ARROW_ERRORS:
-            arrays.append(_cast_values(view, field, rows, values))
-    return _check_window(view, pa.Table.from_arrays(arrays, schema=schema), start, end)
+    for field in view.output_schema():
+        name = field.name
+        if name in view.feature_names:
+            values: list | pa.Array = [features[name] for features in results]
+        elif overrides and any(name in features for features in results):
+            carried = _source_column(view, source, name).to_pylist()
+            values = [f.get(name, value) for f, value in zip(results, carried, strict=True)]
+        else:
+            values = _source_column(view, source, name)
+        arrays.append(_cast(view, field, values, source))
+    table = pa.Table.from_arrays(arrays, schema=view.output_schema())
+    return _check_window(view, table, start, end)
 
 
 def frame_to_table(
@@ -68,56 +84,63 @@ def frame_to_table(
     table = _as_table(view, result)
     for name in view.carried_columns:
         if name not in table.column_names and table.num_rows == source.num_rows:
-            column = source.column(name) if name in source.schema.names else None
-            if column is None and name == view.timestamp_field:
-                column = source.column(view.window_field)
-            if column is not None:
-                table = table.append_column(name, column)
+            with contextlib.suppress(OutputError):  # reported below as missing
+                table = table.append_column(name, _source_column(view, source, name))
     schema = view.output_schema()
     missing = [f.name for f in schema if f.name not in table.column_names]
     extra = [name for name in table.column_names if name not in schema.names]
     if missing or extra:
         rows = table.slice(0, 1).to_pylist() or source.slice(0, 1).to_pylist() or [{}]
         raise OutputError(_mismatch_message(view, rows[0], missing, extra, rows[0]))
-    arrays = []
-    for field in schema:
-        column = table[field.name]
-        try:
-            arrays.append(column.cast(field.type, safe=True))
-        except _ARROW_ERRORS:
-            arrays.append(_cast_values(view, field, table.to_pylist(), column.to_pylist()))
+    arrays = [_cast(view, field, table[field.name], table) for field in schema]
     return _check_window(view, pa.Table.from_arrays(arrays, schema=schema), start, end)
 
 
-def _carried_value(view: BatchFeatureView, key: str, source_row: dict[str, Any]) -> Any:
-    if key in source_row:
-        return source_row[key]
-    if key == view.timestamp_field:
-        return source_row[view.window_field]
+def _source_column(
+    view: BatchFeatureView, source: pa.RecordBatch | pa.Table, name: str
+) -> pa.Array | pa.ChunkedArray:
+    """A join key or the timestamp as the source has it (the timestamp may be the window
+    column under another name)."""
+    if name in source.schema.names:
+        return source.column(name)
+    if name == view.timestamp_field:
+        return source.column(view.window_field)
     raise OutputError(
-        f"Feature view '{view.name}': join key '{key}' is neither in the source row (columns: "
-        f"{', '.join(source_row)}) nor returned by the transform."
+        f"Feature view '{view.name}': join key '{name}' is neither a column of the source "
+        f"(columns: {', '.join(source.schema.names)}) nor returned by the transform."
     )
 
 
-def _cast_values(
-    view: BatchFeatureView, field: pa.Field, rows: list[dict], values: list
-) -> pa.Array:
-    """Cast value by value; raise OutputError naming the first value that does not cast."""
-    arrays = []
-    for row, value in zip(rows, values, strict=True):
+def _cast(
+    view: BatchFeatureView,
+    field: pa.Field,
+    values: list | pa.Array | pa.ChunkedArray,
+    rows: pa.RecordBatch | pa.Table,
+) -> pa.Array | pa.ChunkedArray:
+    """`values` (the column `field` of `rows`) cast safely to the field's type: inferred first
+    when Python values, since pa.array(values, type=...) would truncate 1.5 to 1."""
+    try:
+        if isinstance(values, list):
+            values = pa.array(values, from_pandas=False)
+        return values.cast(field.type, safe=True)
+    except _ARROW_ERRORS:
+        pass
+    listed = values if isinstance(values, list) else values.to_pylist()
+    arrays = []  # value by value: mixed types may each cast; name the first that does not
+    for index, value in enumerate(listed):
         try:
             arrays.append(pa.array([value], from_pandas=False).cast(field.type, safe=True))
         except _ARROW_ERRORS:
             declared = _declared_type(view, field.name)
             shown = repr(value)
             shown = shown if len(shown) <= 60 else shown[:57] + "..."
+            row = rows.slice(index, 1).to_pylist()[0]
             raise OutputError(
                 f"Feature view '{view.name}': '{field.name}' is declared {declared!r} but the "
                 f"transform returned {type(value).__name__} ({shown}) for the row "
                 f"{describe_row(view, row)}; return a value castable to {declared!r}."
             ) from None
-    return pa.concat_arrays(arrays)
+    return pa.concat_arrays(arrays) if arrays else pa.array([], field.type)
 
 
 def _check_window(
