@@ -13,6 +13,7 @@ from pathlib import Path
 
 import duckdb
 import pyarrow.parquet as pq
+import pytest
 
 from engine import backfill
 from tests.conftest import REPO, run_cli
@@ -304,6 +305,39 @@ def test_max_concurrency_caps_calls_in_flight(write_job, tmp_path):
     assert summary.ok, summary.failed
     peak = duckdb.sql(f"SELECT max(peak) FROM '{tmp_path}/o/view/*/*.parquet'").fetchall()
     assert peak == [(3,)]  # the view allows 8 in flight; the resource caps them at 3
+
+
+PEAKS = """
+import threading
+
+STATE = {{"active": 0, "peak": 0, "lock": threading.Lock()}}
+
+@batch_feature_view(name="view", mode="python", sources=[events], entities=[user],
+    batch_schedule="1d", feature_start_time=datetime(2024, 10, 26), concurrency=16,
+    features=[Attribute("peak", Int64)])
+def view(row):
+    with STATE["lock"]:
+        STATE["active"] += 1
+        STATE["peak"] = max(STATE["peak"], STATE["active"])
+    time.sleep({sleep})
+    with STATE["lock"]:
+        STATE["active"] -= 1
+    return {{"peak": STATE["peak"]}}
+"""
+
+
+@pytest.mark.parametrize(("sleep", "peak"), [(0.005, 16), (0, 4)])
+def test_rows_in_flight_follow_how_long_rows_take(write_job, tmp_path, sleep: float, peak: int):
+    # Rows that wait (here 5 ms) keep the view's 16 calls in flight; rows that return at
+    # once are CPU work, run in chunks of many rows on at most 4 threads at a time.
+    job = write_job(LOGGER.format(log=str(tmp_path / "log")) + PEAKS.format(sleep=sleep))
+    summary = backfill(job, *DAYS, output=tmp_path / "o")
+    assert summary.ok, summary.failed
+    [(seen,)] = duckdb.sql(f"SELECT max(peak) FROM '{tmp_path}/o/view/*/*.parquet'").fetchall()
+    if sleep:
+        assert seen == peak
+    else:
+        assert 1 <= seen <= peak
 
 
 def test_per_thread_resource_is_built_once_per_thread(write_job, tmp_path):

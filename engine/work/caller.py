@@ -18,6 +18,12 @@ from engine.work.retrying import tenacity_args
 from engine.work.stats import CallStats
 from engine.work.transient import transient_cause
 
+_CHUNK_SECONDS = 0.002  # the work one thread task aims at
+_MOST_ROWS_PER_CHUNK = 512
+_WAITING_ROW_SECONDS = 100e-6  # no network call answers faster: quicker rows are CPU work
+_FAST_CHUNKS_IN_FLIGHT = 4
+_KEPT_PER_ROW = 0.8  # the moving average of row time keeps 0.8 of itself per row timed
+
 
 class FailedCall(Exception):
     """A call that failed for good; carries the last error and the attempts made."""
@@ -52,7 +58,8 @@ class Caller:
         self._threads = threads
         broken = lambda exc: any(pool.is_broken_by(p, exc) for p in self._providers)  # noqa: E731
         self._retry_args = tenacity_args(view.retry_policy, also=broken)
-        self._row_seconds = 0.002  # until measured: one row per thread task
+        self._row_seconds: float | None = None  # mean seconds per row, once measured
+        self._ramp = 1  # chunks in flight allowed so far: doubles with each chunk done
 
     @property
     def runs_rows_in_chunks(self) -> bool:
@@ -67,7 +74,19 @@ class Caller:
     def chunk_size(self) -> int:
         """Rows per thread task: about 2 ms of work, so a slow (I/O) row runs alone and
         keeps full concurrency, while fast rows stop paying a thread hand-off each."""
-        return max(1, min(512, int(0.002 / self._row_seconds)))
+        if self._row_seconds is None:
+            return 1
+        return max(1, min(_MOST_ROWS_PER_CHUNK, int(_CHUNK_SECONDS / self._row_seconds)))
+
+    @property
+    def chunks_in_flight(self) -> int:
+        """Thread tasks at once: the view's concurrency for rows slow enough to be waiting on
+        I/O, but a few for fast rows, which are CPU work that more threads would only make
+        contend for the GIL. It starts at one and doubles with each chunk done, so a slow
+        first row (a cold connection) does not start a thread per row of the view."""
+        if self._row_seconds is not None and self._row_seconds < _WAITING_ROW_SECONDS:
+            return min(self._ramp, _FAST_CHUNKS_IN_FLIGHT, self._view.concurrency)
+        return min(self._ramp, self._view.concurrency)
 
     async def __call__(self, data: Any, context: Any) -> tuple[Any, int]:
         """The transform's result and the number of attempts it took."""
@@ -87,9 +106,11 @@ class Caller:
             self._threads, _run_rows, self._view.function, rows, kwargs
         )
         self._stats.calls += len(rows)
-        for duration in seconds:
-            self._stats.record_latency(duration)
-        self._row_seconds = 0.8 * self._row_seconds + 0.2 * max(sum(seconds) / len(rows), 1e-7)
+        self._stats.record_latencies(seconds)
+        mean = max(sum(seconds) / len(rows), 1e-7)
+        kept = 0.0 if self._row_seconds is None else _KEPT_PER_ROW ** len(rows)
+        self._row_seconds = kept * (self._row_seconds or 0.0) + (1 - kept) * mean
+        self._ramp = min(2 * self._ramp, self._view.concurrency)
         results: list[tuple[Any, int] | FailedCall] = []
         for row, (ok, value) in zip(rows, outcomes, strict=True):
             if ok:

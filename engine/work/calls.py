@@ -39,20 +39,22 @@ def _is_async(function: Callable[..., Any]) -> bool:
 
 
 async def ordered_map(
-    items: Iterable[T], function: Callable[[T], Awaitable[R]], limit: int
+    items: Iterable[T], function: Callable[[T], Awaitable[R]], limit: int | Callable[[], int]
 ) -> AsyncIterator[R]:
-    """Yield `function(item)` for each item in input order, with at most `limit` calls running.
+    """Yield `function(item)` for each item in input order, with at most `limit` calls running
+    (or `limit()`, asked before each new call).
 
     Items are pulled lazily, so memory holds at most `limit` pending items. When a call raises
     (or the consumer stops early), the calls still running are awaited before the error
     propagates: a call on a thread cannot be cancelled, and must not outlive its interval
     while holding a resource. Use it under `contextlib.aclosing` so that happens at once.
     """
+    most = limit if callable(limit) else lambda: limit
     pending: deque[asyncio.Future[R]] = deque()
     try:
         for item in items:
             pending.append(asyncio.ensure_future(function(item)))
-            if len(pending) >= limit:
+            while len(pending) >= most():
                 yield await pending.popleft()
         while pending:
             yield await pending.popleft()

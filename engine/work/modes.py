@@ -93,7 +93,7 @@ async def _run_python(
 
     if caller.runs_rows_in_chunks:
         chunks = _until_stopped(_chunks(rows(), lambda: caller.chunk_size), stopped)
-        calls = ordered_map(chunks, compute_chunk, view.concurrency)
+        calls = ordered_map(chunks, compute_chunk, lambda: caller.chunks_in_flight)
     else:
         singles = _until_stopped(([row] for row in rows()), stopped)
         calls = ordered_map(singles, compute, view.concurrency)

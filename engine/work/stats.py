@@ -28,6 +28,12 @@ class CallStats:
         micros = max(seconds * 1e6, 1.0)
         self.latency_buckets[int(math.log2(micros) * _BUCKETS_PER_DOUBLING)] += 1
 
+    def record_latencies(self, durations: list[float]) -> None:
+        """record_latency for each duration, counted in one pass."""
+        buckets, log2 = self.latency_buckets, math.log2
+        for bucket in [int(log2(max(s * 1e6, 1.0)) * _BUCKETS_PER_DOUBLING) for s in durations]:
+            buckets[bucket] += 1
+
     def latency_quantile(self, q: float) -> float | None:
         """The q-quantile of call latency in seconds (within one bucket), or None."""
         total = sum(self.latency_buckets.values())
