@@ -152,3 +152,22 @@ def test_output_is_byte_identical_across_runs_and_workers(write_job, tmp_path: P
         twin = tmp_path / "b" / file.relative_to(tmp_path / "a")
         assert pq.read_table(file).equals(pq.read_table(twin))
         assert pq.read_table(file).num_rows == 48
+
+
+def test_a_run_in_this_process_sees_the_job_as_edited(write_job, tmp_path: Path) -> None:
+    # One worker runs in this process, which has imported the job before: each run must
+    # still read the file as it is now, as a fresh process would.
+    view = """
+@batch_feature_view(name="view", mode="python", sources=[events], entities=[user],
+    batch_schedule="1d", feature_start_time=datetime(2024, 10, 26),
+    features=[Attribute("n", Int64)])
+def view(row):
+    return {{"n": {value}}}
+"""
+    for value in (1, 2):
+        job = write_job(view.format(value=value))
+        summary = backfill(job, datetime(2024, 10, 26), datetime(2024, 10, 27),
+                           output=tmp_path / str(value))  # fmt: skip
+        assert summary.ok, summary.failed
+        found = duckdb.sql(f"SELECT DISTINCT n FROM '{tmp_path}/{value}/view/*/*.parquet'")
+        assert found.fetchall() == [(value,)]

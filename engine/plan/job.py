@@ -43,6 +43,10 @@ class Job:
 def load_job(path: str | Path) -> Job:
     """Import the job file at `path` (its folder goes on sys.path) and collect its definitions.
 
+    The file is executed anew at each call, as a new process would: a run in a long-lived
+    process (a notebook, a test session) sees the job as it is now, edits and environment
+    included, not as it was first imported.
+
     Raises JobLoadError when the file is missing, raises on import or declares no feature view;
     a DefinitionError raised while declaring is re-raised with the job named.
     """
@@ -51,9 +55,7 @@ def load_job(path: str | Path) -> Job:
         raise JobLoadError(f"Job file '{path}' does not exist.")
     digest = hashlib.sha1(str(path).encode()).hexdigest()[:8]
     module_name = f"rivulet_job_{path.stem}_{digest}"
-    module = sys.modules.get(module_name)
-    if module is None:
-        module = _import(path, module_name)
+    module = _import(path, module_name)
     views: dict[str, BatchFeatureView] = {}
     realtime: dict[str, RealtimeFeatureView] = {}
     environments: dict[str, Environment] = {}
