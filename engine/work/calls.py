@@ -13,6 +13,8 @@ from typing import Any, TypeVar
 T = TypeVar("T")
 R = TypeVar("R")
 
+_WINDOW = 4  # items started but not yet yielded, per call allowed to run
+
 
 async def call(
     threads: ThreadPoolExecutor, function: Callable[..., Any], *args: Any, **kwargs: Any
@@ -44,18 +46,38 @@ async def ordered_map(
     """Yield `function(item)` for each item in input order, with at most `limit` calls running
     (or `limit()`, asked before each new call).
 
-    Items are pulled lazily, so memory holds at most `limit` pending items. When a call raises
-    (or the consumer stops early), the calls still running are awaited before the error
-    propagates: a call on a thread cannot be cancelled, and must not outlive its interval
-    while holding a resource. Use it under `contextlib.aclosing` so that happens at once.
+    A call that finishes early frees its place at once, even while an older call is still
+    running: its result waits to be yielded in order. So one slow call does not hold back
+    the rest, and memory holds at most `_WINDOW` times `limit` items started but not
+    yielded. When a call raises (or the consumer stops early), the calls still running are
+    awaited before the error propagates: a call on a thread cannot be cancelled, and must
+    not outlive its interval while holding a resource. Use it under `contextlib.aclosing` so
+    that happens at once.
     """
     most = limit if callable(limit) else lambda: limit
     pending: deque[asyncio.Future[R]] = deque()
+    running = 0
+    freed = asyncio.Event()
+
+    def finished(_: asyncio.Future[R]) -> None:
+        nonlocal running
+        running -= 1
+        freed.set()
+
     try:
         for item in items:
-            pending.append(asyncio.ensure_future(function(item)))
-            while len(pending) >= most():
-                yield await pending.popleft()
+            while True:
+                while pending and pending[0].done():
+                    yield pending.popleft().result()
+                allowed = most()
+                if running < allowed and len(pending) < _WINDOW * allowed:
+                    break
+                freed.clear()
+                await freed.wait()
+            future = asyncio.ensure_future(function(item))
+            running += 1
+            future.add_done_callback(finished)
+            pending.append(future)
         while pending:
             yield await pending.popleft()
     finally:
