@@ -9,7 +9,9 @@ over its requests; Rivulet's wall-time figure (worker start-up included) is in t
 
 from __future__ import annotations
 
+import os
 import statistics
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -62,17 +64,29 @@ def measure(
         figures: dict[str, Throughput] = {}
         for client, label in CLIENTS.items():
             path = events(workdir, sizes[client], days=2)
+            server_began, engine_began = api.cpu_seconds(), time.process_time()
             with environment(MOCK_API_URL=api.url, BENCH_CLIENT=client, BENCH_EVENTS=str(path)):
                 runs = [throughput(run_backfill(workdir, "api_per_row", 2)) for _ in range(times)]
             figures[f"Rivulet, {label}"] = median_throughput(runs)
+            if client == "stdlib":  # what one request costs the machine, server included
+                served = sizes[client] * times
+                server_cpu = (api.cpu_seconds() - server_began) / served
+                engine_cpu = (time.process_time() - engine_began) / served
         with environment(BENCH_EVENTS=str(path)):
             serial = statistics.median(_serial(api.url, sample) for _ in range(times))
     prefix = f"{latency_ms:g} ms · "
     table = [
         Row(f"{prefix}asyncio + httpx script", reference, 1.0, f"{reference / limit:.2f} of limit")
     ]
+    ceiling = (os.cpu_count() or 1) / (server_cpu + engine_cpu)
     for name, figure in figures.items():
         detail = f"{figure.steady / limit:.2f} of limit; wall {figure.wall:,.0f} rows/s"
+        if name.endswith(CLIENTS["stdlib"]):
+            detail += (
+                f"; CPU per request: API {server_cpu * 1e6:,.0f} µs + Rivulet "
+                f"{engine_cpu * 1e6:,.0f} µs, so the cores cap it at {ceiling:,.0f} rows/s "
+                f"({figure.steady / ceiling:.2f} of that)"
+            )
         table.append(Row(prefix + name, figure.steady, figure.steady / reference, detail))
     detail = f"{serial / limit:.3f} of limit"
     table.append(Row(f"{prefix}one row at a time", serial, serial / reference, detail))

@@ -1,8 +1,8 @@
 """Benchmark job: one HTTP call per row to the mock API, python mode, as Tecton would run it.
 
 Reads BENCH_EVENTS (a Parquet file of events) and calls MOCK_API_URL/v1/score per row with
-the client named by BENCH_CLIENT ("stdlib", the default; "httpx"; or "httpx-async", which
-makes the transform `async def`), BENCH_CONCURRENCY calls at once (default 64).
+the client named by BENCH_CLIENT ("stdlib", the default; "httpx"; or "httpx-async" or
+"streams", which make the transform `async def`), BENCH_CONCURRENCY calls at once (default 64).
 """
 
 import os
@@ -51,4 +51,4 @@ scored = batch_feature_view(
     features=[Attribute("score", Float64)],
     resource_providers={"api": scoring_api},
     concurrency=CONCURRENCY,
-)(score_async if CLIENT == "httpx-async" else score)
+)(score_async if CLIENT in ("httpx-async", "streams") else score)
