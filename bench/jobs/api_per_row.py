@@ -9,13 +9,15 @@ import os
 from datetime import datetime
 
 from bench.jobs.clients import session
-from bench.jobs.sources import events, user
+from bench.jobs.sources import events_source, user
 from engine import (
     Attribute,
     Float64,
     batch_feature_view,
     resource_provider,
 )
+
+events = events_source()
 
 CLIENT = os.environ.get("BENCH_CLIENT", "stdlib")
 CONCURRENCY = int(os.environ.get("BENCH_CONCURRENCY", "64"))

@@ -10,7 +10,7 @@ from datetime import datetime
 import polars as pl
 
 from bench.jobs.clients import JsonSession
-from bench.jobs.sources import events, user
+from bench.jobs.sources import events_source, user
 from engine import (
     Array,
     Attribute,
@@ -18,6 +18,8 @@ from engine import (
     batch_feature_view,
     resource_provider,
 )
+
+events = events_source()
 
 MODEL = "text-embedding-3-small"
 

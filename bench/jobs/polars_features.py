@@ -5,7 +5,7 @@ from datetime import datetime
 import polars as pl
 
 from bench.jobs import features
-from bench.jobs.sources import events, user
+from bench.jobs.sources import events_source, user
 from engine import (
     Attribute,
     Float64,
@@ -13,6 +13,8 @@ from engine import (
     String,
     batch_feature_view,
 )
+
+events = events_source()
 
 
 @batch_feature_view(

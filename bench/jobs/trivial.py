@@ -3,12 +3,14 @@
 from datetime import datetime
 
 from bench.jobs import features
-from bench.jobs.sources import events, user
+from bench.jobs.sources import events_source, user
 from engine import (
     Attribute,
     Float64,
     batch_feature_view,
 )
+
+events = events_source()
 
 
 @batch_feature_view(
