@@ -67,8 +67,11 @@ def rows_to_table(
         if name in view.feature_names:
             values: list | pa.Array = [features[name] for features in results]
         elif overrides and any(name in features for features in results):
-            carried = _source_column(view, source, name).to_pylist()
-            values = [f.get(name, value) for f, value in zip(results, carried, strict=True)]
+            if all(name in features for features in results):  # the source may not have it
+                values = [features[name] for features in results]
+            else:
+                carried = _source_column(view, source, name).to_pylist()
+                values = [f.get(name, value) for f, value in zip(results, carried, strict=True)]
         else:
             values = _source_column(view, source, name)
         arrays.append(_cast(view, field, values, source))
