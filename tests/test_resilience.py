@@ -151,7 +151,11 @@ def view(row, context):
     assert rows.fetchall() == [(144, 7, 7)]
 
 
-def test_teardown_runs_for_every_build_when_interrupted(write_job, tmp_path):
+@pytest.mark.parametrize("workers", [1, 2])
+def test_teardown_runs_for_every_build_when_interrupted(write_job, tmp_path, workers: int):
+    # Two spawned workers get one Ctrl-C; one worker in the CLI's process gets two, the
+    # second cancelling its interval: either way every resource is torn down, no temporary
+    # file is left and the exit code says interrupted.
     log = tmp_path / "log"
     job = write_job(
         LOGGER.format(log=str(log))
@@ -166,25 +170,29 @@ def slow_client():
     batch_schedule="1d", feature_start_time=datetime(2024, 10, 26), micro_batch_size=4,
     concurrency=2, features=[Attribute("n", Int64)], resource_providers={"c": slow_client})
 def view(row, context):
-    time.sleep(0.02)
+    note("call")
+    time.sleep(0.3)  # long enough for the second signal to find calls running
     return {"n": 1}
 """
     )
     process = subprocess.Popen(
         [sys.executable, "-m", "engine", "backfill", str(job), "--start", "2024-10-26",
-         "--end", "2024-10-29", "--output", str(tmp_path / "o"), "--workers", "2"],
+         "--end", "2024-10-29", "--output", str(tmp_path / "o"), "--workers", str(workers)],
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     deadline = time.monotonic() + 60
-    while calls(log)["build"] < 2 if log.exists() else True:
+    while calls(log)["call"] < workers if log.exists() else True:
         assert time.monotonic() < deadline and process.poll() is None
         time.sleep(0.05)
-    process.send_signal(signal.SIGINT)
+    for _ in range(3 - workers):
+        process.send_signal(signal.SIGINT)
+        time.sleep(0.05)
     stdout, stderr = process.communicate(timeout=60)
     assert process.returncode == 130, stderr
     done = calls(log)
-    assert done["build"] == done["teardown"] == 2
+    assert done["build"] == done["teardown"] == workers
     assert "interrupted" in stdout
+    assert "Traceback" not in stderr
     assert not list((tmp_path / "o").rglob("*.tmp"))
 
 

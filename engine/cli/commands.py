@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import signal
 import sqlite3
 import sys
 from collections.abc import Callable
@@ -143,6 +144,8 @@ def _execute(entry: Callable[..., Any], as_json: bool, debug: bool, *args: Any, 
     run["rate_limits"] = _parse_rates(run["rate_limits"])
     with RunProgress(enabled=not as_json) as progress:
         summary = entry(*args, on_event=progress.update, **run)
+    if summary.interrupted:  # stopping as asked: a further Ctrl-C must not cut the summary
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
     if as_json:
         click.echo(json.dumps(summary.to_dict(), indent=2))
     else:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import multiprocessing
 import os
@@ -122,39 +123,92 @@ def _run_here(
     """Run the tasks on one worker in this process; return whether it was interrupted.
 
     Ctrl-C (or SIGTERM) stops the worker at its next row or micro-batch, after which it tears
-    down its resources; a second one abandons the run at once.
+    down its resources; a second one cancels the interval in progress, which still waits for
+    calls already running on threads. An error raised by `on_event` stops the run the same
+    way and is raised once the worker has torn down. When this thread already runs an event
+    loop (a notebook, an async application), the worker gets a thread of its own, as its
+    loop cannot run inside another.
     """
     stop = threading.Event()
     remaining = iter(tasks)
-    try:
-        with _stop_on_signals(stop):
-            _serve(
-                settings, secret_values, lambda: next(remaining, None), tally.handle, stop.is_set
-            )
-    except KeyboardInterrupt:
-        stop.set()
+    workers: list[Worker] = []
+    callback_errors: list[Exception] = []
+
+    def emit(event: Event) -> None:
+        try:
+            tally.handle(event)
+        except Exception as exc:  # the caller's callback: not the interval's fault
+            callback_errors.append(exc)
+            stop.set()
+
+    def work() -> None:
+        take = lambda: next(remaining, None)  # noqa: E731
+        _serve(settings, secret_values, take, emit, stop.is_set, workers.append)
+
+    def cancel() -> None:
+        for worker in workers:
+            worker.cancel()
+
+    with _stop_on_signals(stop, cancel):
+        if _loop_running():
+            _on_own_thread(work)
+        else:
+            work()
+    if callback_errors:
+        raise callback_errors[0]
     return stop.is_set()
 
 
+def _loop_running() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
+def _on_own_thread(work: Callable[[], None]) -> None:
+    """Run `work` on a new thread and wait for it, letting signal handlers run meanwhile."""
+    errors: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            work()
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=target, name="rivulet-worker", daemon=True)
+    thread.start()
+    while thread.is_alive():
+        thread.join(0.1)
+    if errors:
+        raise errors[0]
+
+
 @contextlib.contextmanager
-def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
-    """While in the block, SIGINT and SIGTERM set `stop`; a second one raises KeyboardInterrupt.
-    Signal handlers belong to the main thread: elsewhere, signals keep their handlers."""
+def _stop_on_signals(stop: threading.Event, cancel: Callable[[], None]) -> Iterator[None]:
+    """While in the block, SIGINT and SIGTERM set `stop`, and call `cancel` when it was set
+    already. Signal handlers belong to the main thread: elsewhere, signals keep theirs; so
+    does a signal this process ignores (started with nohup, say)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
     def request_stop(signum: int, frame: object) -> None:
         if stop.is_set():
-            raise KeyboardInterrupt
+            cancel()
         stop.set()
 
-    previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    previous = {
+        sig: signal.signal(sig, request_stop)
+        for sig in (signal.SIGINT, signal.SIGTERM)
+        if signal.getsignal(sig) != signal.SIG_IGN
+    }
     try:
         yield
     finally:
         for sig, handler in previous.items():
-            signal.signal(sig, handler)
+            signal.signal(sig, signal.SIG_DFL if handler is None else handler)
 
 
 def _run_spawned(
@@ -274,9 +328,11 @@ def _serve(
     take: Callable[[], Task | None],
     emit: Callable[[Event], None],
     stopped: Callable[[], bool],
+    started: Callable[[Worker], None] = lambda worker: None,
 ) -> None:
-    """Build a worker and run the tasks `take` gives until it gives None or `stopped()`,
-    emitting each event; the worker always tears down and reports (or reports its failure)."""
+    """Build a worker (handed to `started`) and run the tasks `take` gives until it gives
+    None or `stopped()`, emitting each event; the worker always tears down and reports (or
+    reports its failure)."""
     try:
         worker = Worker(
             settings,
@@ -300,6 +356,7 @@ def _serve(
             message = message.replace(fragment, "***")
         emit(WorkerFailed(os.getpid(), kind, message))
         return
+    started(worker)
     try:
         while not stopped() and (task := take()) is not None:
             emit(TaskStarted(task, os.getpid()))

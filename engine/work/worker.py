@@ -112,13 +112,20 @@ class Worker:
         self._callers: dict[str, Caller] = {}
         self._ledger = Ledger(settings.output)
         self._commits = 0
+        self._current: asyncio.Task | None = None
 
     def run(self, task: Task) -> TaskResult:
         """Compute one interval of one feature view, commit its Parquet file, record it."""
         began, started_at = time.perf_counter(), datetime.now(UTC)
+        self._current = self._loop.create_task(self._run(task, started_at))
         try:
-            path, rows = self._loop.run_until_complete(self._run(task, started_at))
-        except Exception as exc:
+            path, rows = self._loop.run_until_complete(self._current)
+        except (Exception, asyncio.CancelledError) as caught:
+            exc = (
+                Interrupted("The run was interrupted before this interval was finished.")
+                if isinstance(caught, asyncio.CancelledError)
+                else caught
+            )
             kind = exc.kind if isinstance(exc, RivuletError) else "Internal error"
             message = (
                 str(exc)
@@ -210,6 +217,16 @@ class Worker:
         if in_flight is not None:
             await in_flight
             self._on_rows(task, rows, self._stats)
+
+    def cancel(self) -> None:
+        """Cancel the interval in progress, from any thread: it unwinds at once, except for
+        calls already running on threads, which it waits for (they cannot be stopped)."""
+
+        def cancel_current() -> None:
+            if self._current is not None:
+                self._current.cancel()
+
+        self._loop.call_soon_threadsafe(cancel_current)
 
     def close(self) -> WorkerReport:
         """Tear down every resource this worker built and report the counts."""
