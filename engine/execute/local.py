@@ -55,10 +55,10 @@ Event = TaskStarted | RowsWritten | TaskResult | WorkerReport | WorkerFailed
 class LocalExecutor:
     """Runs tasks on `workers` processes of this machine, each holding its own resources.
 
-    One worker runs in this process: it already holds the imported job, and a second
-    interpreter would import Polars, DuckDB and the job again. Several start with `spawn`,
-    not `fork`: Polars and DuckDB start thread pools, and a forked child of such a process
-    can deadlock. Each spawned worker imports the job by path.
+    One worker runs in this process, which has Polars, DuckDB and the engine imported
+    already; a second interpreter would import them again (~0.5 s). Several start with
+    `spawn`, not `fork`: Polars and DuckDB start thread pools, and a forked child of such a
+    process can deadlock. Every worker imports the job by path.
     """
 
     def __init__(self, workers: int = 1) -> None:
