@@ -123,9 +123,8 @@ def _cast(
     """`values` (the column `field` of `rows`) cast safely to the field's type: inferred first
     when Python values, since pa.array(values, type=...) would truncate 1.5 to 1."""
     try:
-        if isinstance(values, list):
-            values = pa.array(values, from_pandas=False)
-        return values.cast(field.type, safe=True)
+        array = pa.array(values, from_pandas=False) if isinstance(values, list) else values
+        return array.cast(field.type, safe=True)
     except _ARROW_ERRORS:
         pass
     listed = values if isinstance(values, list) else values.to_pylist()
