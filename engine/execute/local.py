@@ -16,8 +16,9 @@ from typing import Any
 
 from engine.define.secrets import Secret
 from engine.errors import RivuletError
+from engine.plan.secrets import redactor
 from engine.plan.tasks import Task
-from engine.work.worker import RunSettings, TaskResult, Worker, WorkerReport, secret_fragments
+from engine.work.worker import RunSettings, TaskResult, Worker, WorkerReport
 
 
 @dataclass(frozen=True)
@@ -351,10 +352,7 @@ def _serve(
         )
     except Exception as exc:
         kind = exc.kind if isinstance(exc, RivuletError) else "Worker error"
-        message = str(exc)
-        for fragment in secret_fragments(secret_values.values()):
-            message = message.replace(fragment, "***")
-        emit(WorkerFailed(os.getpid(), kind, message))
+        emit(WorkerFailed(os.getpid(), kind, redactor(secret_values.values())(str(exc))))
         return
     started(worker)
     try:

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 import tomllib
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from engine.define.feature_views import BatchFeatureView
 from engine.define.secrets import Secret
-from engine.errors import SecretError, SettingsError
+from engine.errors import SecretError, SettingsError, one_line
 
 
 def declared_secrets(views: Iterable[BatchFeatureView]) -> dict[Secret, str]:
@@ -63,3 +66,29 @@ def _read_file(path: str | Path) -> Mapping[str, Mapping[str, str]]:
             f"The secrets file '{path}' must hold one table per scope: [openai] api_key = '...'."
         )
     return data
+
+
+def secret_fragments(values: Iterable[str]) -> list[str]:
+    """What to redact for each secret: the value, its lines and its one-line form (messages
+    are folded to one line, and libraries may quote one line of a key), and the password
+    inside a URL or DSN (libraries quote those alone, e.g. libpq's "invalid percent-encoded
+    token"). Longest first, so a value is replaced before any part of it."""
+    fragments = set()
+    for value in values:
+        fragments.update([value, one_line(value), *value.splitlines()])
+        with contextlib.suppress(ValueError):  # not a URL
+            fragments.add(urlsplit(value).password or "")
+        fragments.update(re.findall(r"password\s*=\s*'?([^\s']+)", value))
+    return sorted((f for f in fragments if len(f.strip()) >= 4), key=len, reverse=True)
+
+
+def redactor(values: Iterable[str]) -> Callable[[str], str]:
+    """A function that replaces every fragment of the secret `values` in a text by `***`."""
+    fragments = secret_fragments(values)
+
+    def redact(text: str) -> str:
+        for fragment in fragments:
+            text = text.replace(fragment, "***")
+        return text
+
+    return redact

@@ -3,25 +3,23 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
-import re
 import signal
 import time
 import traceback
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import pyarrow as pa
 
 from engine.define.secrets import Secret
 from engine.errors import Interrupted, RivuletError, one_line
 from engine.plan.job import load_job
+from engine.plan.secrets import redactor
 from engine.plan.tasks import Task
 from engine.read.sources import read_window
 from engine.record.ledger import Ledger
@@ -99,7 +97,7 @@ class Worker:
             for _, spec in owner.secrets
             if isinstance(spec, str)
         ]
-        self._secret_fragments = secret_fragments([*secret_values.values(), *literals])
+        self._redact = redactor([*secret_values.values(), *literals])
         self._on_rows = on_rows
         self._stopped = stopped
         self._loop = asyncio.new_event_loop()
@@ -239,28 +237,9 @@ class Worker:
             self._ledger.close()
         return WorkerReport(os.getpid(), self._stats)
 
-    def _redact(self, text: str) -> str:
-        for fragment in self._secret_fragments:
-            text = text.replace(fragment, "***")
-        return text
-
 
 def _fault_point(point: str, count: int) -> None:
     """Crash tests set RIVULET_KILL_AT=<point>:<n> to SIGKILL this worker at the n-th pass of
     `point`; "committed" is between a file's rename and its ledger entry."""
     if os.environ.get("RIVULET_KILL_AT") == f"{point}:{count}":
         os.kill(os.getpid(), signal.SIGKILL)
-
-
-def secret_fragments(values: Iterable[str]) -> list[str]:
-    """What to redact for each secret: the value, its lines and its one-line form (messages
-    are folded to one line, and libraries may quote one line of a key), and the password
-    inside a URL or DSN (libraries quote those alone, e.g. libpq's "invalid percent-encoded
-    token"). Longest first, so a value is replaced before any part of it."""
-    fragments = set()
-    for value in values:
-        fragments.update([value, one_line(value), *value.splitlines()])
-        with contextlib.suppress(ValueError):  # not a URL
-            fragments.add(urlsplit(value).password or "")
-        fragments.update(re.findall(r"password\s*=\s*'?([^\s']+)", value))
-    return sorted((f for f in fragments if len(f.strip()) >= 4), key=len, reverse=True)
