@@ -10,6 +10,7 @@
     ├── ResourceError            a resource provider failed or a resource is unknown
     ├── TransformError           a user's transform raised
     ├── OutputError              a transform returned features that do not match the declaration
+    ├── StoreError               a file or the ledger of the offline store is damaged
     └── Interrupted              the run was stopped (Ctrl-C) before the interval finished
 
 Every class takes a single message, so errors pickle across worker processes unchanged.
@@ -88,6 +89,12 @@ class OutputError(RivuletError):
     """A transform returned missing, extra or mistyped features."""
 
     kind = "Output error"
+
+
+class StoreError(RivuletError):
+    """A committed file or the ledger of the offline store cannot be read."""
+
+    kind = "Store error"
 
 
 class Interrupted(RivuletError):

@@ -1,4 +1,5 @@
-"""What each interval's state is (committed, stale, failed, missing) and what a run does with it."""
+"""What each interval's state is (committed, stale, failed, missing, unreadable) and what a run
+does with it."""
 
 from __future__ import annotations
 
@@ -11,16 +12,20 @@ from engine.define.feature_views import BatchFeatureView
 from engine.errors import SettingsError
 from engine.plan.tasks import Task
 from engine.record.ledger import Ledger
-from engine.write.parquet import committed_files
+from engine.record.reconcile import quarantine_dir
+from engine.write.parquet import UnreadableFile, committed_files
 
 
 @dataclass(frozen=True)
 class PlannedInterval:
-    """One interval of one view: its state now, and whether a run computes it."""
+    """One interval of one view: its state now, whether a run computes it, and why, when its
+    file cannot be read."""
 
     task: Task
-    state: str  # "committed", "stale" (committed by another definition), "failed", "missing"
+    state: str  # "committed", "stale" (committed by another definition), "failed", "missing",
+    # or "unreadable" (its file cannot be read: a run moves it aside and computes it again)
     run: bool
+    note: str | None = None
 
 
 def plan_intervals(
@@ -35,22 +40,31 @@ def plan_intervals(
 
     Reads the files (the truth) and, for failures, the ledger; changes nothing. Without
     `overwrite`, committed intervals are skipped and stale ones are refused, unless
-    `allow_stale` keeps them as they are.
+    `allow_stale` keeps them as they are. Unreadable files (a run's reconcile moves them
+    aside first) are always computed again.
     """
     ledger = Ledger.existing(output)
     entries = ledger.entries(state="failed") if ledger else []
     failed = {(e.feature_view, e.interval_start) for e in entries}
     planned = []
     for view in views:
-        files = {f.start: f.fingerprint for f in committed_files(output, view.name)}
+        bad: list[UnreadableFile] = []
+        files = {f.start: f.fingerprint for f in committed_files(output, view.name, bad.append)}
+        unreadable = {b.start: b for b in bad}
         for start, end in windows.get(view.name, []):
-            fingerprint = files.get(start)
-            if fingerprint is None:
+            fingerprint, note = files.get(start), None
+            if start in unreadable:
+                state = "unreadable"
+                note = (
+                    f"{unreadable[start]}; a run or backfill moves it to {quarantine_dir(output)} "
+                    f"and computes its interval again."
+                )
+            elif fingerprint is None:
                 state = "failed" if (view.name, start) in failed else "missing"
             else:
                 state = "committed" if fingerprint == view.fingerprint else "stale"
-            run = overwrite or state in ("failed", "missing")
-            planned.append(PlannedInterval(Task(view.name, start, end), state, run))
+            run = overwrite or state in ("failed", "missing", "unreadable")
+            planned.append(PlannedInterval(Task(view.name, start, end), state, run, note))
     stale = [p for p in planned if p.state == "stale"]
     if stale and not (overwrite or allow_stale):
         raise SettingsError(_stale_message(stale))

@@ -2,7 +2,8 @@
 
 The committed `data.parquet` files are the truth (as for `reconcile`): a file renamed into
 place is read even when a crash kept it out of the ledger, and temporary files (whose names
-never end in `.parquet`) never are. Each file's interval comes from its own metadata.
+never end in `.parquet`) never are. Each file's interval comes from its own metadata. A file
+in range that cannot be read is an error naming it, not a gap in the rows.
 """
 
 from __future__ import annotations
@@ -18,10 +19,11 @@ import pyarrow.parquet as pq
 
 from engine.arrow import quote
 from engine.define.feature_views import BatchFeatureView
-from engine.define.schedule import as_utc
-from engine.errors import SettingsError, one_line
+from engine.define.schedule import as_utc, boundary, interval_index
+from engine.errors import SettingsError, StoreError, one_line
 from engine.plan.job import load_job
-from engine.write.parquet import committed_files
+from engine.record.reconcile import quarantine_dir
+from engine.write.parquet import UnreadableFile, committed_files
 
 FORMATS = ("table", "csv", "parquet")
 
@@ -36,7 +38,8 @@ def read_features(
 ) -> pa.Table:
     """The committed rows of `feature_view` with its timestamp in [start, end) (either bound
     may be left out; naive times are UTC), sorted by timestamp then join keys (ties keep
-    file order), typed as declared. An unknown view raises a SettingsError.
+    file order), typed as declared. An unknown view raises a SettingsError; a committed file
+    in range that cannot be read raises a StoreError naming it.
 
     Example:
         table = read_features("jobs/embeddings.py", "text_embedding",
@@ -65,11 +68,21 @@ def read_view(
             f"The start {start:%Y-%m-%d %H:%M} is not before the end {end:%Y-%m-%d %H:%M}."
         )
     schema = view.output_schema().remove_metadata()
+
+    def overlaps(first: datetime, last: datetime) -> bool:
+        return (end is None or first < end) and (start is None or last > start)
+
+    unreadable: list[UnreadableFile] = []
     files = [
-        f
-        for f in committed_files(output, view.name)
-        if (end is None or f.start < end) and (start is None or f.end > start)
+        f for f in committed_files(output, view.name, unreadable.append) if overlaps(f.start, f.end)
     ]
+    bad = [u for u in unreadable if u.start is None or overlaps(u.start, _end(view, u.start))]
+    if bad:
+        raise StoreError(
+            f"Feature view '{view.name}': {'; '.join(map(str, bad))}. A run or backfill moves "
+            f"an unreadable file aside to {quarantine_dir(output)} and computes its interval "
+            f"again; read after that, or read a range that leaves it out."
+        )
     if not files:
         return schema.empty_table()
     columns = ", ".join(quote(name) for name in schema.names)
@@ -94,6 +107,12 @@ def read_view(
             ) from exc
     order = [(view.timestamp_field, "ascending")] + [(k.name, "ascending") for k in view.join_keys]
     return table.sort_by(order).cast(schema)  # Arrow's sort is stable: ties keep file order
+
+
+def _end(view: BatchFeatureView, start: datetime) -> datetime:
+    """The end of the view's interval that starts at `start`."""
+    origin, schedule = view.feature_start_time, view.batch_schedule
+    return boundary(origin, schedule, interval_index(origin, schedule, start) + 1)
 
 
 def write_table(

@@ -3,7 +3,8 @@
 Per feature view and interval it records the state, rows, definition fingerprint, run id,
 attempt, start and finish times and error; per run, its command and outcome. The Parquet
 files are the truth and the ledger their index: a partition file is renamed into place
-first and recorded second, and `reconcile()` repairs whatever a crash left in between.
+first and recorded second, and `reconcile()` repairs whatever a crash left in between. A
+damaged ledger raises a StoreError: deleting it is safe, as reconcile rebuilds it from the files.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from engine.errors import SettingsError
+from engine.errors import SettingsError, StoreError, one_line
 
 SCHEMA_VERSION = 1
 LEDGER_FOLDER = "_rivulet"
@@ -56,7 +57,7 @@ class Entry:
     feature_view: str
     interval_start: datetime
     interval_end: datetime
-    state: str  # "committed" or "failed"
+    state: str  # "committed", "failed", or "missing" (committed, then its file was lost)
     rows: int | None
     fingerprint: str | None
     run_id: str | None
@@ -153,18 +154,24 @@ class Ledger:
                 """INSERT INTO intervals VALUES (?, ?, ?, 'failed', NULL, NULL, ?, 1, ?, ?, ?)
                 ON CONFLICT (feature_view, interval_start) DO UPDATE SET
                     attempt = intervals.attempt + 1, error = excluded.error,
+                    state = CASE WHEN intervals.state = 'committed' THEN 'committed'
+                                 ELSE 'failed' END,
                     run_id = CASE WHEN intervals.state = 'committed' THEN intervals.run_id
                                   ELSE excluded.run_id END,
                     finished_at = excluded.finished_at""",
                 (view, _iso(start), _iso(end), run_id, _iso(started_at), _iso(_now()), error),
             )
 
-    def forget(self, view: str, start: datetime) -> None:
-        """Drop an interval's entry (its file is gone)."""
+    def forget(self, view: str, start: datetime, reason: str = "its file is missing") -> None:
+        """Forget that an interval was committed (its file is gone or was moved aside). The
+        entry stays, as "missing" with `reason` as its error, so that a scheduled run, which
+        starts from the first interval ever recorded, still goes back to it."""
         with self._connect() as db:
             db.execute(
-                "DELETE FROM intervals WHERE feature_view = ? AND interval_start = ?",
-                (view, _iso(start)),
+                """UPDATE intervals SET state = 'missing', rows = NULL, fingerprint = NULL,
+                    finished_at = ?, error = ?
+                WHERE feature_view = ? AND interval_start = ?""",
+                (_iso(_now()), reason, view, _iso(start)),
             )
 
     def entries(self, view: str | None = None, state: str | None = None) -> list[Entry]:
@@ -218,13 +225,24 @@ class Ledger:
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
-        """The connection, in one transaction."""
-        if self._db is None:
-            self._db = sqlite3.connect(self.path, timeout=60)
-            self._db.execute("PRAGMA journal_mode = WAL")
-            self._db.execute("PRAGMA synchronous = FULL")
-        with self._db:
-            yield self._db
+        """The connection, in one transaction. A damaged file raises a StoreError saying what
+        to do."""
+        try:
+            if self._db is None:
+                self._db = sqlite3.connect(self.path, timeout=60)
+                self._db.execute("PRAGMA journal_mode = WAL")
+                self._db.execute("PRAGMA synchronous = FULL")
+            with self._db:
+                yield self._db
+        except sqlite3.DatabaseError as exc:
+            if exc.sqlite_errorname not in ("SQLITE_NOTADB", "SQLITE_CORRUPT"):
+                raise
+            raise StoreError(
+                f"The ledger {self.path} is damaged ({one_line(exc)}). It only indexes the "
+                f"committed files, so deleting it is safe: delete it (with its -wal and -shm "
+                f"files, if any) and the next run rebuilds it from the files, losing only the "
+                f"run history (the records of failed intervals and of past runs)."
+            ) from exc
 
 
 def _now() -> datetime:

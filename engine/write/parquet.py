@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 
@@ -13,15 +13,20 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from engine.define.schedule import as_utc
-from engine.errors import SettingsError
+from engine.errors import SettingsError, StoreError, one_line
 
 DATA_FILE = "data.parquet"
+_FOLDER = "interval_start=%Y-%m-%dT%H-%M-%SZ"
 _DICTIONARY_BYTES = 64 * 1024  # past this, a column chunk's dictionary falls back to plain
+# A row group holds at most this many rows or (about) bytes of Arrow data, whichever comes first.
+ROW_GROUP_ROWS = 64 * 1024
+ROW_GROUP_BYTES = 32 * 1024 * 1024
+_MERGE_EVERY = 64  # buffered small tables are merged in runs of this many (each costs ~3 KB)
 
 
 def partition_dir(output: str | Path, view: str, start: datetime) -> Path:
     """`<output>/<view>/interval_start=<YYYY-MM-DDTHH-MM-SSZ>`, a hive-style folder per interval."""
-    return Path(output) / view / f"interval_start={start:%Y-%m-%dT%H-%M-%SZ}"
+    return Path(output) / view / f"{start:{_FOLDER}}"
 
 
 class PartitionWriter:
@@ -29,9 +34,12 @@ class PartitionWriter:
 
     The temporary name does not end in `.parquet`, so readers globbing `*.parquet` never see
     a partial file. Leaving the `with` block without `commit()` removes the temporary file.
-    Only `filtered_on` (the columns readers select rows by) get min/max statistics, and a
-    column's dictionary encoding gives up early when its values are mostly distinct: both
-    cost more than the compression itself on long, distinct strings.
+    Tables are buffered and written as row groups of `ROW_GROUP_ROWS` rows or
+    `ROW_GROUP_BYTES` bytes, whichever is reached first, however small the tables are: the
+    buffer bounds memory, and a file keeps few row groups (each costs footer metadata and a
+    seek for every reader). Only `filtered_on` (the columns readers select rows by) get
+    min/max statistics, and a column's dictionary encoding gives up early when its values are
+    mostly distinct: both cost more than the compression itself on long, distinct strings.
 
     Example:
         with PartitionWriter(folder, schema, {"rivulet.run_id": run_id}) as writer:
@@ -52,6 +60,10 @@ class PartitionWriter:
         self._statistics = list(filtered_on) or False
         self._temporary = folder / f".{DATA_FILE}.{metadata.get('rivulet.run_id', 'run')}.tmp"
         self._writer: pq.ParquetWriter | None = None
+        self._buffer: list[pa.Table] = []
+        self._merged = 0  # the tables at the front of the buffer already merged
+        self._buffered_rows = 0
+        self._buffered_bytes = 0
 
     def __enter__(self) -> PartitionWriter:
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -65,13 +77,39 @@ class PartitionWriter:
         return self
 
     def write(self, table: pa.Table) -> None:
+        """Buffer `table`, writing each row group as soon as the buffer fills one."""
         assert self._writer is not None, "use PartitionWriter in a with block"
-        self._writer.write_table(table.replace_schema_metadata(self._schema.metadata))
+        self._buffer.append(table.replace_schema_metadata(self._schema.metadata))
+        self._buffered_rows += table.num_rows
+        self._buffered_bytes += table.nbytes
         self.rows += table.num_rows
+        if len(self._buffer) - self._merged >= _MERGE_EVERY:
+            self._buffer[self._merged :] = [
+                pa.concat_tables(self._buffer[self._merged :]).combine_chunks()
+            ]
+            self._merged += 1
+        while self._buffered_rows >= ROW_GROUP_ROWS or self._buffered_bytes >= ROW_GROUP_BYTES:
+            self._write_row_group()
+
+    def _write_row_group(self) -> None:
+        """Write the buffer's first row group: at most ROW_GROUP_ROWS rows and, at its average
+        row size, ROW_GROUP_BYTES bytes (at least one row); keep the rest buffered."""
+        assert self._writer is not None
+        buffered = pa.concat_tables(self._buffer)
+        row_bytes = max(buffered.nbytes // buffered.num_rows, 1)
+        size = min(buffered.num_rows, ROW_GROUP_ROWS, max(ROW_GROUP_BYTES // row_bytes, 1))
+        self._writer.write_table(buffered.slice(0, size), row_group_size=size)
+        rest = buffered.slice(size)
+        self._buffer = [rest] if rest.num_rows else []
+        self._merged = len(self._buffer)
+        self._buffered_rows, self._buffered_bytes = rest.num_rows, rest.nbytes
 
     def commit(self) -> Path:
-        """Close the file and rename it into place atomically; return its final path."""
+        """Write what is buffered, close the file and rename it into place atomically; return
+        its final path."""
         assert self._writer is not None, "use PartitionWriter in a with block"
+        while self._buffered_rows:
+            self._write_row_group()
         self._writer.close()
         self._writer = None
         with open(self._temporary, "rb+") as written:
@@ -109,15 +147,42 @@ class CommittedFile:
     run_id: str
 
 
-def committed_files(output: str | Path, view: str) -> list[CommittedFile]:
-    """The `data.parquet` files of `view` under `output`, oldest interval first.
+@dataclass(frozen=True)
+class UnreadableFile:
+    """A `data.parquet` whose footer cannot be read: truncated, overwritten, not Parquet."""
+
+    path: Path
+    start: datetime | None  # the interval its folder names, if the name parses
+    error: str
+
+    def __str__(self) -> str:
+        return f"{self.path} cannot be read as Parquet ({self.error})"
+
+
+def _refuse(file: UnreadableFile) -> None:
+    """What `committed_files` does by default with an unreadable file: an error naming it."""
+    raise StoreError(
+        f"{file}. A run or backfill moves such a file aside and computes its interval again."
+    )
+
+
+def committed_files(
+    output: str | Path, view: str, on_unreadable: Callable[[UnreadableFile], None] = _refuse
+) -> list[CommittedFile]:
+    """The `data.parquet` files of `view` under `output`, oldest interval first. A file whose
+    metadata cannot be read is left out and passed to `on_unreadable` (which by default
+    raises a StoreError naming it), so each caller decides what to do with it.
 
     Example:
         [first, *_] = committed_files("offline_store", "text_embedding")
     """
     found = []
-    for path in (Path(output) / view).glob(f"interval_start=*/{DATA_FILE}"):
-        metadata = pq.read_metadata(path)
+    for path in sorted((Path(output) / view).glob(f"interval_start=*/{DATA_FILE}")):
+        try:
+            metadata = pq.read_metadata(path)
+        except (pa.ArrowException, OSError) as exc:
+            on_unreadable(UnreadableFile(path, _folder_start(path), one_line(exc).rstrip(".")))
+            continue
         values = {k.decode(): v.decode() for k, v in (metadata.metadata or {}).items()}
         if "rivulet.interval_start" not in values or "rivulet.interval_end" not in values:
             raise SettingsError(
@@ -135,3 +200,11 @@ def committed_files(output: str | Path, view: str) -> list[CommittedFile]:
             )
         )
     return sorted(found, key=lambda f: f.start)
+
+
+def _folder_start(path: Path) -> datetime | None:
+    """The interval start a partition folder's name gives; None if the name does not parse."""
+    try:
+        return datetime.strptime(path.parent.name, _FOLDER).replace(tzinfo=UTC)
+    except ValueError:
+        return None
