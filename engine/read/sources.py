@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from collections.abc import Iterator
 from datetime import datetime
@@ -38,9 +39,40 @@ def read_window(view: BatchFeatureView, start: datetime, end: datetime) -> Itera
 def _read_duckdb(
     view: BatchFeatureView, config: FileConfig | DuckDBConfig, start: datetime, end: datetime
 ) -> Iterator[pa.RecordBatch]:
+    with source_cursor() as con:
+        base, params, relation = source_relation(con, view, config)
+        column_type = window_column_type(view, relation.columns, [str(t) for t in relation.types])
+        aware = column_type.startswith("TIMESTAMP WITH TIME ZONE")
+        bounds = {"start": start if aware else _naive(start), "end": end if aware else _naive(end)}
+        column = quote(view.window_field)
+        try:
+            windowed = con.sql(
+                f"SELECT * FROM ({base}) AS source WHERE {column} >= $start AND {column} < $end",
+                params={**params, **bounds},
+            )
+            yield from windowed.to_arrow_reader(view.micro_batch_size)
+        except duckdb.Error as exc:
+            raise _unreadable(view, config, exc) from exc
+
+
+@contextlib.contextmanager
+def source_cursor() -> Iterator[duckdb.DuckDBPyConnection]:
+    """A cursor on this process's DuckDB database, set up to read sources, closed after."""
     con = _database().cursor()  # a new database per read would cost ~15 ms
     con.execute("SET TimeZone = 'UTC'")
     con.execute("SET enable_progress_bar = false")  # a streamed read looks long to DuckDB
+    try:
+        yield con
+    finally:
+        con.close()
+
+
+def source_relation(
+    con: duckdb.DuckDBPyConnection, view: BatchFeatureView, config: FileConfig | DuckDBConfig
+) -> tuple[str, dict[str, Any], duckdb.DuckDBPyRelation]:
+    """Every row of the view's source as SQL, its parameters and the relation DuckDB binds
+    it to (its columns and types; no row is read until it is run). Raises SourceError when
+    DuckDB cannot bind it: no file matches, a column or table the query names is missing."""
     if isinstance(config, FileConfig):
         base, params = (
             f"SELECT * FROM {_READERS[config.file_format]}($path)",
@@ -50,33 +82,28 @@ def _read_duckdb(
         base, params = config.query.strip().rstrip(";"), {}
     try:
         relation = con.sql(base, params=params or None)
-        column = quote(view.window_field)
-        types = [str(t) for t in relation.types]
         if (
             isinstance(config, FileConfig)
             and config.file_format == "json"
             and view.window_field in relation.columns
-            and types[relation.columns.index(view.window_field)] == "VARCHAR"
+            and str(relation.types[relation.columns.index(view.window_field)]) == "VARCHAR"
         ):
             # DuckDB's JSON sniffer leaves ISO timestamps of mixed precision as text.
+            column = quote(view.window_field)
             base = f"SELECT * REPLACE (CAST({column} AS TIMESTAMPTZ) AS {column}) FROM ({base})"
             relation = con.sql(base, params=params or None)
-            types = [str(t) for t in relation.types]
-        column_type = _window_column_type(view, relation.columns, types)
-        aware = column_type.startswith("TIMESTAMP WITH TIME ZONE")
-        bounds = {"start": start if aware else _naive(start), "end": end if aware else _naive(end)}
-        windowed = con.sql(
-            f"SELECT * FROM ({base}) AS source WHERE {column} >= $start AND {column} < $end",
-            params={**params, **bounds},
-        )
-        yield from windowed.to_arrow_reader(view.micro_batch_size)
     except duckdb.Error as exc:
-        raise SourceError(
-            f"Feature view '{view.name}': source '{view.source.name}' ({config.describe()}) "
-            f"cannot be read: {str(exc).splitlines()[0]}"
-        ) from exc
-    finally:
-        con.close()
+        raise _unreadable(view, config, exc) from exc
+    return base, params, relation
+
+
+def _unreadable(
+    view: BatchFeatureView, config: FileConfig | DuckDBConfig, exc: duckdb.Error
+) -> SourceError:
+    return SourceError(
+        f"Feature view '{view.name}': source '{view.source.name}' ({config.describe()}) "
+        f"cannot be read: {str(exc).splitlines()[0]}"
+    )
 
 
 @functools.cache
@@ -90,7 +117,8 @@ def _glob(config: FileConfig) -> str:
     return str(path / f"**/*.{config.file_format}") if path.is_dir() else config.uri
 
 
-def _window_column_type(view: BatchFeatureView, columns: list[str], types: list[str]) -> str:
+def window_column_type(view: BatchFeatureView, columns: list[str], types: list[str]) -> str:
+    """The DuckDB type of the view's window column; SourceError if missing or not a timestamp."""
     if view.window_field not in columns:
         raise _missing_window_column(view, columns)
     column_type = types[columns.index(view.window_field)]
