@@ -78,7 +78,17 @@ class RunSummary:
             "failed_calls": stats.failed_calls,
             "retries_by_cause": dict(stats.retries),
             "throttled_429": stats.throttled,
+            # wall time during which a call waited for a token (the longest of any worker)
             "rate_limit_wait_seconds": round(stats.limiter_wait_seconds, 3),
+            "adapted_to_429": {
+                view: {
+                    "calls_per_second": round(adapted.rate, 1),
+                    "lowest_paced_per_second": round(adapted.lowest, 1),
+                    "final_paced_per_second": round(adapted.final, 1),
+                    "cuts": adapted.cuts,
+                }
+                for view, adapted in sorted(stats.adapted.items())
+            },
             "call_latency_p50_ms": None if p50 is None else round(p50 * 1000, 3),
             "call_latency_p99_ms": None if p99 is None else round(p99 * 1000, 3),
             "dead_lettered_rows": stats.dead_lettered,

@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor
 from typing import Any
 
 from tenacity import AsyncRetrying, RetryCallState
 
 from engine.define.feature_views import BatchFeatureView
-from engine.work.calls import call
+from engine.work.adaptive import AdaptiveGate
+from engine.work.calls import CallTimeout, call
 from engine.work.limits import Limits
 from engine.work.resources import ResourcePool
 from engine.work.retrying import tenacity_args
 from engine.work.stats import CallStats
+from engine.work.stopping import Stopper
 from engine.work.transient import transient_cause
 
 _CHUNK_SECONDS = 0.002  # the work one thread task aims at
@@ -38,8 +41,10 @@ class Caller:
     """Calls a view's transform under its resources' limits, retrying by its retry policy.
 
     Each attempt holds an in-flight place and a rate-limit token of every resource the view
-    uses. After a failure each resource is told, so a broken one is repaired before the
-    next attempt. Raises FailedCall when the error is not retryable or attempts run out.
+    uses. An attempt past the view's call timeout fails with CallTimeout, which is retried
+    as a transient error. After a failure each resource is told, so a broken one is repaired
+    before the next attempt. Backoff waits end when `stopper` stops. Raises FailedCall when
+    the error is not retryable or attempts run out.
     """
 
     def __init__(
@@ -48,9 +53,12 @@ class Caller:
         pool: ResourcePool,
         limits: Limits,
         stats: CallStats,
-        threads: ThreadPoolExecutor,
+        threads: Executor,
+        stopper: Stopper,
     ) -> None:
         self._view = view
+        self._timeout = view.call_timeout
+        self._stopper = stopper
         self._providers = [provider for _, provider in view.resource_providers]
         self._pool = pool
         self._limits = limits
@@ -60,11 +68,14 @@ class Caller:
         self._retry_args = tenacity_args(view.retry_policy, also=broken)
         self._row_seconds: float | None = None  # mean seconds per row, once measured
         self._ramp = 1  # chunks in flight allowed so far: doubles with each chunk done
+        self._gate = AdaptiveGate(view.name, view.concurrency, stats, stopper)  # AIMD on 429s
 
     @property
     def runs_rows_in_chunks(self) -> bool:
         """A sync transform whose resources have no rate limit or in-flight cap can run
         several rows per thread task, with no per-row bookkeeping unless a row fails."""
+        if self._gate.paced:  # since a 429, each call waits its turn at the gate
+            return False
         uncapped = all(
             p.max_concurrency is None and p.thread_safety != "serialize" for p in self._providers
         )
@@ -99,12 +110,34 @@ class Caller:
     async def call_rows(self, rows: list[Any], context: Any) -> list[tuple[Any, int] | FailedCall]:
         """Each row's (result, attempts), or its FailedCall: the rows run one after another
         on one thread; a row that fails goes on through the usual retries."""
+        if self._gate.paced:  # since a 429, each row waits its turn at the gate
+            return [await self._outcome(row, context) for row in rows]
         kwargs = {"context": context} if self._view.takes_context else {}
         generations = [(p, self._pool.generation(p)) for p in self._providers]
+        epoch = self._gate.start(len(rows))
         loop = asyncio.get_running_loop()
-        outcomes, seconds = await loop.run_in_executor(
-            self._threads, _run_rows, self._view.function, rows, kwargs
-        )
+        outcomes: list[tuple[bool, Any]] = []
+        seconds: list[float] = []
+        abandoned = threading.Event()
+        running = loop.run_in_executor(
+            self._threads, _run_rows, self._view.function, rows, kwargs, outcomes, seconds,
+            abandoned,
+        )  # fmt: skip
+        try:
+            await asyncio.wait_for(running, self._timeout)
+        except TimeoutError:
+            abandoned.set()  # the thread stops after the row it is stuck on
+            done = min(len(outcomes), len(seconds))  # copies: the thread may still append
+            outcomes, seconds = outcomes[:done], seconds[:done]
+            stuck = CallTimeout(
+                f"the call did not return within its timeout of {self._timeout:g} s"
+            )
+            outcomes.append((False, stuck))
+            seconds.append(self._timeout)
+            rest = rows[len(outcomes) :]
+            rows = rows[: len(outcomes)]
+        else:
+            rest = []
         self._stats.calls += len(rows)
         self._stats.record_latencies(seconds)
         mean = max(sum(seconds) / len(rows), 1e-7)
@@ -116,6 +149,7 @@ class Caller:
             if ok:
                 results.append((value, 1))
                 continue
+            self._gate.end(epoch, value)
             if transient_cause(value) == "429":
                 self._stats.throttled += 1
             for provider, generation in generations:
@@ -124,13 +158,23 @@ class Caller:
                 results.append(await self._retry(row, kwargs, value))
             except FailedCall as failed:
                 results.append(failed)
+        results += [await self._outcome(row, context) for row in rest]  # each on its own
         return results
+
+    async def _outcome(self, row: Any, context: Any) -> tuple[Any, int] | FailedCall:
+        """One row's (result, attempts), or its FailedCall."""
+        try:
+            return await self(row, context)
+        except FailedCall as failed:
+            return failed
 
     async def _retry(self, data: Any, kwargs: dict, first_error: Exception) -> tuple[Any, int]:
         """Go on after a failed first attempt, as the retry policy says."""
         attempts = 1
         try:
-            async for attempt in AsyncRetrying(**self._retry_args, before_sleep=self._count_retry):
+            async for attempt in AsyncRetrying(
+                **self._retry_args, before_sleep=self._count_retry, sleep=self._stopper.sleep
+            ):
                 with attempt:
                     attempts = attempt.retry_state.attempt_number
                     if attempts == 1:
@@ -143,11 +187,11 @@ class Caller:
 
     async def _attempt(self, function: Callable[..., Any], data: Any, kwargs: dict) -> Any:
         generations = [(p, self._pool.generation(p)) for p in self._providers]
-        async with self._limits.slot(self._providers):
+        async with self._gate.attempt(), self._limits.slot(self._providers):
             began = time.perf_counter()
             error: Exception | None = None
             try:
-                return await call(self._threads, function, data, **kwargs)
+                return await call(self._threads, function, data, timeout=self._timeout, **kwargs)
             except Exception as exc:
                 error = exc
                 if transient_cause(exc) == "429":
@@ -166,12 +210,18 @@ class Caller:
 
 
 def _run_rows(
-    function: Callable[..., Any], rows: list[Any], kwargs: dict
-) -> tuple[list[tuple[bool, Any]], list[float]]:
-    """On a worker thread: each row's (succeeded, result or error), and how long each took."""
-    outcomes: list[tuple[bool, Any]] = []
-    seconds = []
+    function: Callable[..., Any],
+    rows: list[Any],
+    kwargs: dict,
+    outcomes: list[tuple[bool, Any]],
+    seconds: list[float],
+    abandoned: threading.Event,
+) -> None:
+    """On a worker thread: append each row's (succeeded, result or error) to `outcomes` and
+    how long it took to `seconds`, until the rows end or the caller abandons the chunk."""
     for row in rows:
+        if abandoned.is_set():
+            return
         began = time.perf_counter()
         try:
             outcomes.append((True, function(row, **kwargs)))
@@ -180,4 +230,3 @@ def _run_rows(
         except Exception as exc:
             outcomes.append((False, exc))
         seconds.append(time.perf_counter() - began)
-    return outcomes, seconds

@@ -7,7 +7,7 @@ import functools
 import inspect
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -16,14 +16,31 @@ R = TypeVar("R")
 _WINDOW = 4  # items started but not yet yielded, per call allowed to run
 
 
+class CallTimeout(TimeoutError):
+    """A call that did not return within its timeout; retried like any other timeout."""
+
+
 async def call(
-    threads: ThreadPoolExecutor, function: Callable[..., Any], *args: Any, **kwargs: Any
+    threads: Executor,
+    function: Callable[..., Any],
+    *args: Any,
+    timeout: float | None = None,
+    **kwargs: Any,
 ) -> Any:
-    """Await `function(*args, **kwargs)`: directly if it is async, else on a worker thread."""
-    if _is_async(function):
-        return await function(*args, **kwargs)
-    loop = asyncio.get_running_loop()
-    return await loop.run_in_executor(threads, _no_stop_iteration, function, args, kwargs)
+    """Await `function(*args, **kwargs)`: directly if it is async, else on a worker thread;
+    CallTimeout after `timeout` seconds. A sync call past its timeout is abandoned, as a
+    thread cannot be stopped: it runs on to its end on a daemon thread."""
+    scope = asyncio.timeout(timeout)
+    try:
+        async with scope:
+            if _is_async(function):
+                return await function(*args, **kwargs)
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(threads, _no_stop_iteration, function, args, kwargs)
+    except TimeoutError:
+        if not scope.expired():  # the function's own TimeoutError
+            raise
+        raise CallTimeout(f"the call did not return within its timeout of {timeout:g} s") from None
 
 
 def _no_stop_iteration(function: Callable[..., Any], args: tuple, kwargs: dict) -> Any:
@@ -50,9 +67,9 @@ async def ordered_map(
     running: its result waits to be yielded in order. So one slow call does not hold back
     the rest, and memory holds at most `_WINDOW` times `limit` items started but not
     yielded. When a call raises (or the consumer stops early), the calls still running are
-    awaited before the error propagates: a call on a thread cannot be cancelled, and must
-    not outlive its interval while holding a resource. Use it under `contextlib.aclosing` so
-    that happens at once.
+    awaited before the error propagates (each within its timeout): a call must not outlive
+    its interval while holding a resource. Cancelling the consumer cancels the calls instead,
+    abandoning those on threads. Use it under `contextlib.aclosing` so that happens at once.
     """
     most = limit if callable(limit) else lambda: limit
     pending: deque[asyncio.Future[R]] = deque()
@@ -80,6 +97,10 @@ async def ordered_map(
             pending.append(future)
         while pending:
             yield await pending.popleft()
+    except asyncio.CancelledError:
+        for future in pending:  # cancelled: abandon the calls, even those on threads
+            future.cancel()
+        raise
     finally:
         if pending:
             await asyncio.gather(*pending, return_exceptions=True)

@@ -11,6 +11,7 @@ from aiolimiter import AsyncLimiter
 
 from engine.define.resources import ResourceProvider
 from engine.work.stats import CallStats
+from engine.work.stopping import Stopper
 
 
 class Limits:
@@ -19,13 +20,23 @@ class Limits:
     `rates` maps a provider name to (requests per second, burst) for this worker: the run's
     limit divided by the number of workers, so that together they keep to it. A bucket
     starts full, not empty, so a run opens at the steady rate instead of with a burst.
+    Waits end when `stopper` stops. `stats.limiter_wait_seconds` adds up the wall time
+    during which at least one call was waiting for a token (not each call's wait).
     """
 
-    def __init__(self, rates: Mapping[str, tuple[float, float]], stats: CallStats) -> None:
+    def __init__(
+        self,
+        rates: Mapping[str, tuple[float, float]],
+        stats: CallStats,
+        stopper: Stopper | None = None,
+    ) -> None:
         self._rates = rates
         self._stats = stats
+        self._stopper = stopper or Stopper()
         self._limiters: dict[str, AsyncLimiter] = {}
         self._caps: dict[str, asyncio.Semaphore | None] = {}
+        self._waiters = 0
+        self._waiting_since = 0.0
 
     @contextlib.asynccontextmanager
     async def slot(self, providers: Sequence[ResourceProvider]) -> AsyncIterator[None]:
@@ -48,12 +59,19 @@ class Limits:
         limiter = await self._limiter(name)
         if limiter is None:
             return
-        began = time.perf_counter()
-        while tokens > 0:
-            chunk = min(tokens, limiter.max_rate)  # aiolimiter refuses more than its capacity
-            await limiter.acquire(chunk)
-            tokens -= chunk
-        self._stats.limiter_wait_seconds += time.perf_counter() - began
+        if self._waiters == 0:
+            self._waiting_since = time.perf_counter()
+        self._waiters += 1
+        try:
+            async with self._stopper.waiting():
+                while tokens > 0:
+                    chunk = min(tokens, limiter.max_rate)  # aiolimiter refuses more than that
+                    await limiter.acquire(chunk)
+                    tokens -= chunk
+        finally:
+            self._waiters -= 1
+            if self._waiters == 0:
+                self._stats.limiter_wait_seconds += time.perf_counter() - self._waiting_since
 
     async def _limiter(self, name: str) -> AsyncLimiter | None:
         if name not in self._rates:
@@ -61,7 +79,8 @@ class Limits:
         if name not in self._limiters:
             rate, burst = self._rates[name]
             limiter = self._limiters[name] = AsyncLimiter(burst, burst / rate)
-            await limiter.acquire(burst)  # start full: no opening burst
+            async with self._stopper.waiting():
+                await limiter.acquire(burst)  # start full: no opening burst
         return self._limiters[name]
 
     def _cap(self, provider: ResourceProvider) -> asyncio.Semaphore | None:

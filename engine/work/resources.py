@@ -13,6 +13,7 @@ import inspect
 import logging
 import threading
 from collections.abc import Callable, Mapping
+from concurrent.futures import Executor
 from typing import Any
 
 from tenacity import AsyncRetrying, Retrying
@@ -23,9 +24,12 @@ from engine.errors import ResourceError, RivuletError, one_line
 from engine.work.context import ProviderContext, Secrets
 from engine.work.retrying import tenacity_args
 from engine.work.stats import CallStats
+from engine.work.stopping import Stopper
+from engine.work.threads import DaemonThreads
 from engine.work.transient import is_connection_error
 
 log = logging.getLogger("rivulet")
+TEARDOWN_SECONDS = 10.0  # a teardown that hangs longer is abandoned, with a warning
 
 
 class ResourcePool:
@@ -36,8 +40,13 @@ class ResourcePool:
         secret_values: Mapping[Secret, str],
         stats: CallStats,
         redact: Callable[[str], str] = lambda text: text,
+        stopper: Stopper | None = None,
     ) -> None:
         self._secret_values = secret_values
+        self._stopper = stopper or Stopper()
+        # Daemon threads: a build or teardown stuck for good, once abandoned, must not keep
+        # the process from exiting.
+        self._threads = DaemonThreads(4, "rivulet-build")
         self._redact = redact
         self._stats = stats
         self._shared: dict[str, Any] = {}
@@ -124,12 +133,15 @@ class ResourcePool:
             await self._tear_down(name, handle, forget=False)
         self._shared.clear()
         self._handles.clear()
+        self._threads.shutdown(wait=False)
 
     async def _build_shared(self, provider: ResourceProvider, rebuild: bool = False) -> None:
         try:
-            async for attempt in AsyncRetrying(**tenacity_args(provider.init_retry)):
+            async for attempt in AsyncRetrying(
+                **tenacity_args(provider.init_retry), sleep=self._stopper.sleep
+            ):
                 with attempt:
-                    value, handle = await _start_async(provider, self._context(provider))
+                    value, handle = await self._start_in_time(provider)
         except RivuletError:
             raise
         except Exception as exc:
@@ -138,6 +150,23 @@ class ResourcePool:
         self._handles[provider.name] = handle
         self._count_build(provider.name, handle, rebuild)
         _warn_of_own_retries(provider, value)
+
+    async def _on_thread(self, function: Callable[..., Any], *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self._threads, function, *args)
+
+    async def _start_in_time(self, provider: ResourceProvider) -> tuple[Any, Any]:
+        """One build, within the provider's init_timeout; a stop ends the wait for it."""
+        try:
+            async with self._stopper.waiting(), asyncio.timeout(provider.init_timeout):
+                return await _start_async(provider, self._context(provider), self._threads)
+        except TimeoutError:
+            error = ResourceError(
+                f"Resource provider '{provider.name}' did not finish building its resource "
+                f"within its init_timeout of {provider.init_timeout:g} s; raise init_timeout "
+                f"if it is just slow, or find what it waits on."
+            )
+            self._failed[provider.name] = error
+            raise error from None
 
     def _build_in_thread(self, provider: ResourceProvider, rebuild: bool) -> tuple[Any, Any]:
         try:
@@ -173,14 +202,21 @@ class ResourcePool:
             with self._mutex:
                 self._teardowns.remove((name, handle))
         try:
-            if inspect.isgenerator(handle):
-                await asyncio.to_thread(next, handle, None)
-            elif inspect.isasyncgen(handle):
-                await anext(handle, None)
-            elif hasattr(handle, "aclose"):
-                await handle.aclose()
-            elif hasattr(handle, "close"):
-                await asyncio.to_thread(handle.close)
+            async with asyncio.timeout(TEARDOWN_SECONDS):
+                if inspect.isgenerator(handle):
+                    await self._on_thread(next, handle, None)
+                elif inspect.isasyncgen(handle):
+                    await anext(handle, None)
+                elif hasattr(handle, "aclose"):
+                    await handle.aclose()
+                elif hasattr(handle, "close"):
+                    await self._on_thread(handle.close)
+        except TimeoutError:
+            log.warning(
+                "Teardown of resource provider '%s' did not finish within %g s; abandoned.",
+                name,
+                TEARDOWN_SECONDS,
+            )
         except Exception as exc:
             log.warning(
                 "Teardown of resource provider '%s' failed: %s", name, self._redact(str(exc))
@@ -217,7 +253,9 @@ def _start(provider: ResourceProvider, args: tuple[Any, ...]) -> tuple[Any, Any]
     return made, made
 
 
-async def _start_async(provider: ResourceProvider, args: tuple[Any, ...]) -> tuple[Any, Any]:
+async def _start_async(
+    provider: ResourceProvider, args: tuple[Any, ...], threads: Executor
+) -> tuple[Any, Any]:
     """Call any provider, sync or async, plain or generator: (the resource, its teardown).
 
     Sync code runs on a thread, so a slow connect does not stall calls already in flight.
@@ -228,4 +266,4 @@ async def _start_async(provider: ResourceProvider, args: tuple[Any, ...]) -> tup
     if inspect.iscoroutinefunction(provider.function):
         made = await provider.function(*args)
         return made, made
-    return await asyncio.to_thread(_start, provider, args)
+    return await asyncio.get_running_loop().run_in_executor(threads, _start, provider, args)

@@ -8,6 +8,7 @@ from typing import Any
 from tenacity import RetryCallState, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
 from engine.define.policies import RetryPolicy
+from engine.errors import RivuletError
 from engine.work.transient import retry_after, transient_cause
 
 
@@ -30,7 +31,8 @@ class wait_backoff_or_retry_after:  # named like tenacity's own wait strategies
 def retry_predicate(
     policy: RetryPolicy, also: Callable[[BaseException], bool]
 ) -> Callable[[BaseException], bool]:
-    """The policy's `retry_on` (types or predicate), else transient errors; or `also`."""
+    """The policy's `retry_on` (types or predicate), else transient errors; or `also`; never
+    a RivuletError."""
     retry_on = policy.retry_on
     if retry_on is None:
         base = lambda exc: transient_cause(exc) is not None  # noqa: E731
@@ -38,7 +40,9 @@ def retry_predicate(
         base = lambda exc: isinstance(exc, retry_on)  # noqa: E731
     else:
         base = retry_on
-    return lambda exc: base(exc) or also(exc)
+    # Rivulet's own errors (an undeclared secret, a provider that cannot be built, a stop)
+    # are final: trying again gives the same answer.
+    return lambda exc: not isinstance(exc, RivuletError) and (base(exc) or also(exc))
 
 
 def tenacity_args(

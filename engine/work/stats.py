@@ -10,8 +10,32 @@ _BUCKETS_PER_DOUBLING = 16  # latency buckets ~4.4% wide
 
 
 @dataclass
+class Adapted:
+    """How one view's calls adapted to 429s (engine.work.adaptive), in calls per second.
+
+    `rate` is the rate of successful calls since the first 429 (over the time paced calls
+    were in flight); `lowest` and `final` are the lowest and the last rate the calls were
+    paced to. Summed over workers, as each worker keeps to its own share.
+    """
+
+    rate: float = 0.0
+    lowest: float = 0.0
+    final: float = 0.0
+    cuts: int = 0
+
+    def __add__(self, other: Adapted) -> Adapted:
+        return Adapted(
+            self.rate + other.rate,
+            self.lowest + other.lowest,
+            self.final + other.final,
+            self.cuts + other.cuts,
+        )
+
+
+@dataclass
 class CallStats:
-    """Calls, retries by cause, 429s, rate-limiter waiting, latencies, resource lifecycle."""
+    """Calls, retries by cause, 429s, rate-limiter waiting, latencies, resource lifecycle,
+    and how the calls adapted to 429s."""
 
     calls: int = 0
     failed_calls: int = 0
@@ -23,6 +47,7 @@ class CallStats:
     rebuilds: Counter[str] = field(default_factory=Counter)
     teardowns: Counter[str] = field(default_factory=Counter)
     latency_buckets: Counter[int] = field(default_factory=Counter)
+    adapted: dict[str, Adapted] = field(default_factory=dict)  # by view, once it saw a 429
 
     def record_latency(self, seconds: float) -> None:
         micros = max(seconds * 1e6, 1.0)
@@ -53,10 +78,15 @@ class CallStats:
             failed_calls=self.failed_calls + other.failed_calls,
             retries=self.retries + other.retries,
             throttled=self.throttled + other.throttled,
-            limiter_wait_seconds=self.limiter_wait_seconds + other.limiter_wait_seconds,
+            # Workers wait side by side: the run waited as long as its longest waiter.
+            limiter_wait_seconds=max(self.limiter_wait_seconds, other.limiter_wait_seconds),
             dead_lettered=self.dead_lettered + other.dead_lettered,
             builds=self.builds + other.builds,
             rebuilds=self.rebuilds + other.rebuilds,
             teardowns=self.teardowns + other.teardowns,
             latency_buckets=self.latency_buckets + other.latency_buckets,
+            adapted={
+                view: self.adapted.get(view, Adapted()) + other.adapted.get(view, Adapted())
+                for view in self.adapted | other.adapted
+            },
         )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import time
@@ -29,6 +30,8 @@ from engine.work.limits import Limits
 from engine.work.modes import run_transform
 from engine.work.resources import ResourcePool
 from engine.work.stats import CallStats
+from engine.work.stopping import Stopper
+from engine.work.threads import DaemonThreads
 from engine.write.dead_letters import DeadLetters
 from engine.write.parquet import PartitionWriter, partition_dir
 
@@ -57,6 +60,8 @@ class TaskResult:
     error_kind: str | None = None
     error: str | None = None
     detail: str | None = None
+    recorded: bool = True
+    """Whether the ledger has this outcome; the driver records the outcomes of lost workers."""
 
     @property
     def ok(self) -> bool:
@@ -99,14 +104,17 @@ class Worker:
         ]
         self._redact = redactor([*secret_values.values(), *literals])
         self._on_rows = on_rows
-        self._stopped = stopped
+        self._stopper = Stopper()
+        self._stopped = lambda: self._stopper.stopped or stopped()
         self._loop = asyncio.new_event_loop()
         most = max(view.concurrency for view in self.job.feature_views.values())
-        self._threads = ThreadPoolExecutor(max_workers=most, thread_name_prefix="rivulet-call")
+        # Daemon threads: a call stuck for good must not keep the process from exiting once
+        # its timeout (or a second Ctrl-C) abandoned it.
+        self._threads = DaemonThreads(most, "rivulet-call")
         self._writes = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rivulet-write")
         self._stats = CallStats()
-        self._pool = ResourcePool(secret_values, self._stats, self._redact)
-        self._limits = Limits(settings.rates, self._stats)
+        self._pool = ResourcePool(secret_values, self._stats, self._redact, self._stopper)
+        self._limits = Limits(settings.rates, self._stats, self._stopper)
         self._callers: dict[str, Caller] = {}
         self._ledger = Ledger(settings.output)
         self._commits = 0
@@ -171,7 +179,9 @@ class Worker:
         }
         caller = self._callers.get(view.name)
         if caller is None:
-            caller = Caller(view, self._pool, self._limits, self._stats, self._threads)
+            caller = Caller(
+                view, self._pool, self._limits, self._stats, self._threads, self._stopper
+            )
             self._callers[view.name] = caller
         dead_letters = DeadLetters(view, task.start, task.end, self._redact)
         folder = partition_dir(self.settings.output, view.name, task.start)
@@ -181,6 +191,8 @@ class Worker:
             outputs = run_transform(view, batches, context, caller, dead_letters, self._stopped)
             async with aclosing(outputs):
                 await self._write(task, outputs, writer)
+            if self._stopped():  # stopped while the last batch was written: commit nothing
+                raise Interrupted("The run was interrupted before this interval was finished.")
             path = writer.commit()
         # Dead letters follow their data: a crash between the two leaves data whose rerun
         # (an adopted file) simply has no dead-letter file, never dead letters without data.
@@ -216,15 +228,23 @@ class Worker:
             await in_flight
             self._on_rows(task, rows, self._stats)
 
+    def stop(self) -> None:
+        """Stop, from any thread: no new row or micro-batch starts and every wait (rate
+        limit, backoff, resource build) ends at once; calls already running finish."""
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nothing runs
+            self._loop.call_soon_threadsafe(self._stopper.stop)
+
     def cancel(self) -> None:
-        """Cancel the interval in progress, from any thread: it unwinds at once, except for
-        calls already running on threads, which it waits for (they cannot be stopped)."""
+        """Cancel the interval in progress, from any thread: it unwinds at once, abandoning
+        calls still running on threads (they cannot be stopped, and end on their own)."""
 
         def cancel_current() -> None:
+            self._stopper.stop()
             if self._current is not None:
                 self._current.cancel()
 
-        self._loop.call_soon_threadsafe(cancel_current)
+        with contextlib.suppress(RuntimeError):
+            self._loop.call_soon_threadsafe(cancel_current)
 
     def close(self) -> WorkerReport:
         """Tear down every resource this worker built and report the counts."""
