@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import secrets
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -9,19 +10,24 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from engine.define.feature_views import BatchFeatureView
+from engine.define.policies import rate_problem
+from engine.define.resources import ResourceProvider
 from engine.define.schedule import as_utc
 from engine.errors import SettingsError
-from engine.execute.local import Event, LocalExecutor
+from engine.execute.local import Event, LocalExecutor, WorkerExited
 from engine.plan.environments import check_environments
-from engine.plan.intervals import complete_before, range_notes, tile
+from engine.plan.intervals import complete_before, not_due_note, range_notes, split_due, tile
 from engine.plan.job import Job, load_job
-from engine.plan.secrets import resolve_secrets
+from engine.plan.probe import probe_sources
+from engine.plan.secrets import resolve_secrets, short_secret_notes
 from engine.plan.states import PlannedInterval, plan_intervals
+from engine.plan.tasks import Task
 from engine.record.ledger import Ledger
 from engine.record.lock import output_lock
 from engine.record.reconcile import reconcile
 from engine.record.summary import RunPlanned, RunSummary
-from engine.work.worker import RunSettings
+from engine.work.worker import RunSettings, TaskResult
+from engine.write.parquet import committed_files
 
 Windows = dict[str, list[tuple[datetime, datetime]]]
 OnEvent = Callable[[Event | RunPlanned], None]
@@ -40,10 +46,13 @@ def backfill(
     overwrite: bool = False,
     allow_stale: bool = False,
     on_event: OnEvent = lambda event: None,
+    now: datetime | None = None,
 ) -> RunSummary:
     """Materialize every interval of the job's feature views in [start, end) to Parquet.
 
-    Committed intervals are skipped (so a rerun resumes) unless `overwrite`; intervals
+    Only intervals that are due at `now` (default: the clock) are computed: those that have
+    ended, plus their source's `data_delay`; the rest are left out with a note, for a later
+    run. Committed intervals are skipped (so a rerun resumes) unless `overwrite`; intervals
     committed by a different definition stop the run unless `overwrite` or `allow_stale`.
     Everything that can be checked before work starts is (the job imports, the views exist,
     environments are installed, every secret has a value): such problems raise a
@@ -55,10 +64,10 @@ def backfill(
         assert summary.ok, summary.failed
     """
     loaded, views = _load(job, feature_views)
-    windows, notes = _windows(views, start, end)
+    windows, notes = _windows(views, start, end, now)
     return _materialize(
-        loaded, views, lambda ledger: windows, "backfill", output, workers, secrets_file,
-        rate_limits, overwrite, allow_stale, notes, on_event,
+        loaded, views, lambda ledger: (windows, notes), "backfill", output, workers,
+        secrets_file, rate_limits, overwrite, allow_stale, on_event,
     )  # fmt: skip
 
 
@@ -73,34 +82,45 @@ def run_due(
     rate_limits: Mapping[str, float] | None = None,
     allow_stale: bool = False,
     on_event: OnEvent = lambda event: None,
+    now: datetime | None = None,
 ) -> RunSummary:
     """The scheduled run: every complete interval after the last committed one (or from
     `feature_start_time`) up to `until` (default now), plus earlier ones that failed or lost
-    their file. An interval still open is left for a later run, so running twice in a row
-    does nothing the second time; a changed definition stops it as in `backfill`.
+    their file. An interval not yet due at `now` (still open, or within its source's
+    `data_delay`) is left for a later run, so running twice in a row does nothing the second
+    time; a changed definition stops it as in `backfill`.
 
     Example:
         summary = run_due("jobs/embeddings.py")  # from cron, hourly or daily
     """
     loaded, views = _load(job, feature_views)
-    until = as_utc(until or datetime.now(UTC))
+    now = as_utc(now or datetime.now(UTC))
+    until = as_utc(until or now)
 
-    def due(ledger: Ledger) -> Windows:
-        """Every complete interval from the first one ever recorded (or feature_start_time):
-        the committed ones are skipped (and checked for a changed definition), so this is
-        the new intervals, plus any earlier one that failed or whose file was lost."""
-        windows = {}
+    def due(ledger: Ledger) -> tuple[Windows, list[str]]:
+        """Every due interval from the first one ever recorded (or feature_start_time): the
+        committed ones are skipped (and checked for a changed definition), so this is the
+        new intervals, plus any earlier one that failed or whose file was lost."""
+        windows, notes = {}, []
+        if until > now:
+            notes.append(
+                f"--until {until:%Y-%m-%d %H:%M} is later than now: intervals that have not "
+                f"ended were left out; a later run computes them."
+            )
         for view in views:
             recorded = [e.interval_start for e in ledger.entries(view.name)]
             since = min(recorded, default=view.feature_start_time)
-            windows[view.name] = complete_before(
-                view.feature_start_time, view.batch_schedule, since, until
+            ended = complete_before(
+                view.feature_start_time, view.batch_schedule, since, min(until, now)
             )
-        return windows
+            windows[view.name], waiting = split_due(ended, view.data_delay, now)
+            if waiting:
+                notes.append(not_due_note(view.name, view.data_delay, waiting))
+        return windows, notes
 
     return _materialize(
         loaded, views, due, "run", output, workers, secrets_file, rate_limits,
-        False, allow_stale, [], on_event,
+        False, allow_stale, on_event,
     )  # fmt: skip
 
 
@@ -112,6 +132,7 @@ def plan(
     output: str | Path = "offline_store",
     feature_views: Sequence[str] = (),
     overwrite: bool = False,
+    now: datetime | None = None,
 ) -> tuple[list[PlannedInterval], list[str]]:
     """Each interval in [start, end) with its state and whether a backfill would compute it,
     plus notes on how the range was read. Writes nothing.
@@ -120,7 +141,7 @@ def plan(
         planned, notes = plan("jobs/embeddings.py", datetime(2024, 10, 26), datetime(2024, 11, 9))
     """
     _, views = _load(job, feature_views)
-    windows, notes = _windows(views, start, end)
+    windows, notes = _windows(views, start, end, now)
     return plan_intervals(output, views, windows, overwrite=overwrite, allow_stale=True), notes
 
 
@@ -130,20 +151,25 @@ def _load(job: str | Path, feature_views: Sequence[str]) -> tuple[Job, list[Batc
 
 
 def _windows(
-    views: Sequence[BatchFeatureView], start: datetime, end: datetime
+    views: Sequence[BatchFeatureView], start: datetime, end: datetime, now: datetime | None
 ) -> tuple[Windows, list[str]]:
-    """Each view's intervals over [start, end), and notes on clipping and widening."""
+    """Each view's intervals over [start, end) that are due at `now` (default: the clock),
+    and notes on clipping, widening and intervals not due yet."""
+    now = as_utc(now or datetime.now(UTC))
     windows, notes = {}, []
     for view in views:
-        windows[view.name] = tile(view.feature_start_time, view.batch_schedule, start, end)
-        notes += range_notes(view.name, view.feature_start_time, start, end, windows[view.name])
+        tiled = tile(view.feature_start_time, view.batch_schedule, start, end)
+        notes += range_notes(view.name, view.feature_start_time, start, end, tiled)
+        windows[view.name], waiting = split_due(tiled, view.data_delay, now)
+        if waiting:
+            notes.append(not_due_note(view.name, view.data_delay, waiting))
     return windows, notes
 
 
 def _materialize(
     loaded: Job,
     views: list[BatchFeatureView],
-    windows_for: Callable[[Ledger], Windows],
+    windows_for: Callable[[Ledger], tuple[Windows, list[str]]],
     command: str,
     output: str | Path,
     workers: int,
@@ -151,21 +177,33 @@ def _materialize(
     rate_limits: Mapping[str, float] | None,
     overwrite: bool,
     allow_stale: bool,
-    notes: list[str],
     on_event: OnEvent,
 ) -> RunSummary:
     """Check, lock the store, reconcile, plan, execute, record: the body of every run."""
     began = time.perf_counter()
     if workers < 1:
         raise SettingsError(f"--workers must be at least 1, not {workers}.")
-    notes = notes + check_environments(views, loaded.environments)
+    providers = {p.name: p for view in views for _, p in view.resource_providers}
+    check_rate_overrides(providers, rate_limits or {})
+    notes = check_environments(views, loaded.environments)
+    cores = os.cpu_count() or 1
+    if workers > cores:
+        notes.append(
+            f"--workers {workers} was capped at {cores}, the machine's cores: workers are "
+            f"processes for CPU work, and each already makes its calls concurrently."
+        )
+        workers = cores
     secret_values = resolve_secrets(views, secrets_file)
     output = Path(output)
+    notes += short_secret_notes(secret_values)
+    probe_sources(views)
     with output_lock(output):
         ledger = Ledger(output)
         notes += reconcile(output, views, ledger)
+        windows, planning_notes = windows_for(ledger)
+        notes = planning_notes + notes
         planned = plan_intervals(
-            output, views, windows_for(ledger), overwrite=overwrite, allow_stale=allow_stale
+            output, views, windows, overwrite=overwrite, allow_stale=allow_stale
         )
         tasks = [p.task for p in planned if p.run]
         rates = worker_rates(views, rate_limits or {}, min(workers, max(len(tasks), 1)))
@@ -174,9 +212,31 @@ def _materialize(
         on_event(RunPlanned(loaded.name, run_id, tuple(tasks), tuple(notes), skipped))
         ledger.start_run(run_id, loaded.name, command)
         settings = RunSettings(str(loaded.path), str(output.resolve()), run_id, rates)
+
+        def recover(task: Task) -> TaskResult | None:
+            """The result of a task whose worker died after renaming its file into place."""
+            view = loaded.feature_views[task.feature_view]
+            for file in committed_files(output, view.name):
+                if file.start == task.start and file.run_id == run_id:
+                    ledger.commit(view.name, task.start, task.end, file.rows,
+                                  file.fingerprint, run_id)  # fmt: skip
+                    return TaskResult(task, 0, file.rows, path=str(file.path))
+            return None
+
+        def on_executor_event(event: Event) -> None:
+            if isinstance(event, WorkerExited):
+                notes.append(event.note)
+            on_event(event)
+
         results, reports, interrupted = LocalExecutor(workers).run(
-            tasks, settings, secret_values, on_event
+            tasks, settings, secret_values, on_executor_event, recover
         )
+        for result in results:  # outcomes no worker lived to record
+            if not (result.recorded or result.error_kind == "Interrupted"):
+                ledger.fail(
+                    result.task.feature_view, result.task.start, result.task.end, run_id,
+                    f"{result.error_kind}: {result.error}", datetime.now(UTC),
+                )  # fmt: skip
         summary = RunSummary(
             loaded.name, run_id, output, results, reports, time.perf_counter() - began,
             notes, interrupted, skipped,
@@ -188,20 +248,28 @@ def _materialize(
     return summary
 
 
-def worker_rates(
-    views: Sequence[BatchFeatureView], overrides: Mapping[str, float], workers: int
-) -> dict[str, tuple[float, float]]:
-    """Each rate-limited provider's (requests per second, burst) for one of `workers` workers,
-    so that together they keep to the run's limit. Overrides name providers by their name."""
-    providers = {p.name: p for view in views for _, p in view.resource_providers}
+def check_rate_overrides(
+    providers: Mapping[str, ResourceProvider], overrides: Mapping[str, float]
+) -> None:
+    """SettingsError unless each override names a provider and is a usable rate."""
     for name, rate in overrides.items():
         if name not in providers:
             raise SettingsError(
                 f"--rate-limit names resource provider '{name}', which no selected feature view "
                 f"uses; they use: {', '.join(sorted(providers)) or 'none'}."
             )
-        if not rate > 0:
-            raise SettingsError(f"--rate-limit {name}={rate} must be a positive rate.")
+        problem = rate_problem(rate)
+        if problem:
+            raise SettingsError(f"--rate-limit {name}={rate} {problem}.")
+
+
+def worker_rates(
+    views: Sequence[BatchFeatureView], overrides: Mapping[str, float], workers: int
+) -> dict[str, tuple[float, float]]:
+    """Each rate-limited provider's (requests per second, burst) for one of `workers` workers,
+    so that together they keep to the run's limit. Overrides name providers by their name."""
+    providers = {p.name: p for view in views for _, p in view.resource_providers}
+    check_rate_overrides(providers, overrides)
     rates = {}
     for name, provider in providers.items():
         declared = provider.rate_limit

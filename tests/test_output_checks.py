@@ -381,3 +381,20 @@ def view(df):
         "timestamp must return one row per input row, labelled with the input's index, or "
         "return them as columns."
     )
+
+
+def test_a_batch_whose_every_row_is_skipped_writes_an_empty_interval(write_job, tmp_path):
+    job = write_job(
+        """
+@batch_feature_view(name="view", mode="python", sources=[events], entities=[user],
+    batch_schedule="1d", feature_start_time=datetime(2024, 10, 26),
+    features=[Attribute("f", Int64)], on_error="skip")
+def view(row):
+    raise ValueError("no row scores")
+"""
+    )
+    summary = backfill(job, datetime(2024, 10, 26), datetime(2024, 10, 27), output=tmp_path / "o")
+    assert summary.ok, summary.failed
+    assert written(tmp_path, "count(*)") == [(0,)]
+    errors = f"{tmp_path}/o/_errors/view/*/*.parquet"
+    assert duckdb.sql(f"SELECT count(*) FROM '{errors}'").fetchall() == [(48,)]

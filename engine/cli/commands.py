@@ -39,7 +39,8 @@ class _Time(click.ParamType):
 
 
 def _reports_errors(command: Callable[..., Any]) -> Callable[..., Any]:
-    """Print a RivuletError as one paragraph (the traceback only with --debug) and exit 2."""
+    """Print a RivuletError as one paragraph (the traceback only with --debug) and exit 2;
+    with --json, as a JSON object on stdout."""
 
     @click.option("--debug", is_flag=True, help="Show tracebacks.")
     @functools.wraps(command)
@@ -49,20 +50,28 @@ def _reports_errors(command: Callable[..., Any]) -> Callable[..., Any]:
         except RivuletError as exc:
             if debug:
                 raise
-            click.echo(f"{exc.kind}: {exc}", err=True)
-            sys.exit(EXIT_BAD_INPUT)
+            _bad_input(exc.kind, str(exc), kwargs.get("as_json", False))
         except Exception as exc:
             if debug or not _store_error(exc):
                 raise
             where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
-            click.echo(
-                f"Store error: {type(exc).__name__}{where}: {one_line(exc)}. Check the --output "
-                f"folder and the files in it; rerun with --debug for the traceback.",
-                err=True,
+            _bad_input(
+                "Store error",
+                f"{type(exc).__name__}{where}: {one_line(exc)}. Check the --output folder and "
+                f"the files in it; rerun with --debug for the traceback.",
+                kwargs.get("as_json", False),
             )
-            sys.exit(EXIT_BAD_INPUT)
 
     return wrapper
+
+
+def _bad_input(kind: str, message: str, as_json: bool) -> None:
+    """Report an error found before any work, and exit 2."""
+    if as_json:
+        click.echo(json.dumps({"ok": False, "error": {"kind": kind, "message": message}}))
+    else:
+        click.echo(f"{kind}: {message}", err=True)
+    sys.exit(EXIT_BAD_INPUT)
 
 
 def _store_error(exc: Exception) -> bool:
@@ -144,8 +153,9 @@ def _execute(entry: Callable[..., Any], as_json: bool, debug: bool, *args: Any, 
     run["rate_limits"] = _parse_rates(run["rate_limits"])
     with RunProgress(enabled=not as_json) as progress:
         summary = entry(*args, on_event=progress.update, **run)
-    if summary.interrupted:  # stopping as asked: a further Ctrl-C must not cut the summary
+    if summary.interrupted:  # stopping as asked: a further signal must not cut the summary
         signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
     if as_json:
         click.echo(json.dumps(summary.to_dict(), indent=2))
     else:
@@ -297,11 +307,13 @@ def _parse_rates(values: tuple[str, ...]) -> dict[str, float]:
 @click.argument("job", type=click.Path(dir_okay=False))
 @_reports_errors
 def validate(job: str, debug: bool) -> None:
-    """Import JOB and check its definitions without running anything."""
+    """Import JOB, check its definitions and probe its sources without running anything."""
     from engine.cli.display import print_job
     from engine.plan.environments import check_environments
     from engine.plan.job import load_job
+    from engine.plan.probe import probe_sources
 
     loaded = load_job(job)
     notes = check_environments(loaded.feature_views.values(), loaded.environments)
+    probe_sources(loaded.feature_views.values())
     print_job(loaded, notes)

@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from engine.execute.local import RowsWritten
+from engine.execute.local import RowsWritten, Stopping, WorkerExited
 from engine.plan.job import Job
 from engine.plan.states import PlannedInterval
 from engine.record.ledger import Ledger, RunRecord
@@ -68,7 +68,16 @@ class RunProgress:
             return
         if self._bar is None:
             return
-        if isinstance(event, RowsWritten):
+        if isinstance(event, Stopping):
+            err.print(
+                "[yellow]Cancelling:[/] calls in flight are abandoned."
+                if event.cancel
+                else "[yellow]Stopping:[/] nothing new starts and calls in flight finish; "
+                "Ctrl-C (or SIGTERM) again cancels them."
+            )
+        elif isinstance(event, WorkerExited):
+            err.print(f"[yellow]Note:[/] {event.note}", highlight=False)
+        elif isinstance(event, RowsWritten):
             self._rows += event.rows
             self._workers[event.worker] = event
         elif isinstance(event, TaskResult):
@@ -106,9 +115,17 @@ def print_summary(summary: RunSummary) -> None:
         retries = ", ".join(f"{cause} {n}" for cause, n in sorted(stats.retries.items()))
         out.print(
             f"calls {stats.calls:,} (failed {stats.failed_calls:,}); retries {retries or 'none'}; "
-            f"429s {stats.throttled:,}; rate-limit wait {stats.limiter_wait_seconds:.1f} s; "
+            f"429s {stats.throttled:,}; waited on rate limits {stats.limiter_wait_seconds:.1f} s "
+            f"of wall time; "
             f"latency p50 {p50 * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms; "
             f"dead-lettered rows {stats.dead_lettered:,}",
+            highlight=False,
+        )
+    for view, adapted in sorted(stats.adapted.items()):
+        out.print(
+            f"the API throttled '{view}': calls adapted to ~{adapted.rate:,.0f}/s (paced down "
+            f"to {adapted.lowest:,.0f}/s, {adapted.final:,.0f}/s at the end; "
+            f"{adapted.cuts:,} cuts)",
             highlight=False,
         )
     resources = Table(title="Resources per worker")
@@ -137,7 +154,17 @@ def print_summary(summary: RunSummary) -> None:
 
 def print_failures(summary: RunSummary, debug: bool) -> None:
     """Each failed interval with its one-paragraph error (and traceback with --debug)."""
+    not_started = [r for r in summary.failed if r.error_kind == "Interrupted" and not r.seconds]
+    if not_started:  # one line, not one per interval: a long range may leave thousands
+        first = min(r.task.start for r in not_started)
+        err.print(
+            f"Interrupted: {len(not_started):,} interval(s) from {first:%Y-%m-%d %H:%M} did not "
+            f"start; a rerun computes them.",
+            highlight=False,
+        )
     for result in summary.failed:
+        if result.error_kind == "Interrupted" and not result.seconds:
+            continue
         # markup off: errors quote user data, which may contain [brackets].
         err.print(
             f"Failed {result.task.label}: {result.error_kind}: {result.error}",
@@ -178,13 +205,20 @@ def print_job(job: Job, notes: list[str]) -> None:
 
 
 def print_plan(planned: list[PlannedInterval], notes: list[str]) -> None:
-    """One row per interval: view, interval, state, and whether a backfill computes it."""
-    for note in notes:
+    """One row per interval: view, interval, state, and whether a backfill computes it; a
+    note for each interval whose file cannot be read."""
+    for note in [*notes, *(item.note for item in planned if item.note)]:
         err.print(f"[yellow]Note:[/] {note}")
     table = Table(title="Plan")
     for column in ("feature view", "interval", "state", "backfill would"):
         table.add_column(column)
-    colours = {"committed": "green", "stale": "yellow", "failed": "red", "missing": "white"}
+    colours = {
+        "committed": "green",
+        "stale": "yellow",
+        "failed": "red",
+        "missing": "white",
+        "unreadable": "magenta",
+    }
     for item in planned:
         state = f"[{colours[item.state]}]{item.state}[/]"
         action = "compute" if item.run else "keep" if item.state == "committed" else "refuse"

@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from engine.define.fields import Attribute, Entity, Field
-from engine.define.policies import RetryPolicy
+from engine.define.policies import RetryPolicy, timeout_seconds
 from engine.define.resources import ResourceProvider, SecretSpec, check_secrets
 from engine.define.schedule import Months, Schedule, as_utc, parse_duration, parse_schedule
 from engine.define.sources import BatchSource, PythonConfig, RequestSource
@@ -29,6 +29,8 @@ ERROR_POLICIES = ("fail", "skip", "null")
 REALTIME_MODES = ("python",)
 DEFAULT_MICRO_BATCH_SIZE = 10_000
 DEFAULT_CONCURRENCY = {"python": 64, "pandas": 4, "polars": 4, "pyarrow": 4}
+# Seconds one call may take: a row's API call, or a whole micro-batch in frame modes.
+DEFAULT_TIMEOUT = {"python": 60.0, "pandas": 600.0, "polars": 600.0, "pyarrow": 600.0}
 
 
 @dataclass(frozen=True, eq=False)
@@ -63,6 +65,7 @@ class BatchFeatureView:
     concurrency: int
     retry: RetryPolicy | None
     on_error: str
+    timeout: float | None
     description: str | None
     owner: str | None
     tags: tuple[tuple[str, str], ...]
@@ -88,6 +91,20 @@ class BatchFeatureView:
     def window_field(self) -> str:
         """The source column the interval window filters on."""
         return self.source.batch_config.timestamp_field or self.timestamp_field
+
+    @property
+    def call_timeout(self) -> float:
+        """Seconds one transform call may take: its own `timeout`, else the longest its
+        resources declare, else the mode's default (60 s a row, 600 s a micro-batch)."""
+        declared = [p.timeout for _, p in self.resource_providers if p.timeout is not None]
+        if self.timeout is not None:
+            return self.timeout
+        return max(declared, default=DEFAULT_TIMEOUT[self.mode])
+
+    @property
+    def data_delay(self) -> timedelta:
+        """How long after an interval ends its source data is complete."""
+        return self.source.batch_config.data_delay
 
     @property
     def retry_policy(self) -> RetryPolicy:
@@ -120,6 +137,7 @@ class BatchFeatureView:
         config = self.source.batch_config
         parts = {
             "mode": self.mode,
+            "on_error": self.on_error,
             "source": _source_text(config.loader)
             if isinstance(config, PythonConfig)
             else repr(config),
@@ -129,11 +147,10 @@ class BatchFeatureView:
             "batch_schedule": str(self.batch_schedule),
             "feature_start_time": self.feature_start_time.isoformat(),
             "transform": _source_text(self.function),
+            # Only what decides the output: rate limits, retries, concurrency and thread
+            # safety change how calls are made, not what they return.
             "resources": repr(
-                tuple(
-                    (k, p.name, _source_text(p.function), p.rate_limit, p.retry, p.thread_safety)
-                    for k, p in self.resource_providers
-                )
+                tuple((k, p.name, _source_text(p.function)) for k, p in self.resource_providers)
             ),
         }
         blob = json.dumps(parts, sort_keys=True).encode()
@@ -158,11 +175,20 @@ class RealtimeFeatureView:
 
 
 def _source_text(function: Callable[..., Any]) -> str:
+    """The function's source from its `def` on: decorators declare policies (retries, rate
+    limits, concurrency, timeouts) that change how calls are made, not what they return."""
     try:
-        return textwrap.dedent(inspect.getsource(function))
+        source = textwrap.dedent(inspect.getsource(function))
     except (OSError, TypeError):
         code = getattr(function, "__code__", None)
         return code.co_code.hex() if code else repr(function)
+    try:
+        [node, *_] = ast.parse(source).body
+    except (SyntaxError, ValueError):
+        return source
+    if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.decorator_list:
+        return "\n".join(source.splitlines()[node.lineno - 1 :])
+    return source
 
 
 def _check_mode(view: str, mode: str, modes: Sequence[str]) -> None:
@@ -277,6 +303,7 @@ def batch_feature_view(
     concurrency: int | None = None,
     retry: RetryPolicy | None = None,
     on_error: str = "fail",
+    timeout: float | timedelta | None = None,
     description: str | None = None,
     owner: str | None = None,
     tags: dict[str, str] | None = None,
@@ -372,6 +399,7 @@ def batch_feature_view(
             concurrency=concurrency or DEFAULT_CONCURRENCY[mode],
             retry=retry,
             on_error=on_error,
+            timeout=timeout_seconds(timeout, f"Feature view '{view}': timeout"),
             description=description,
             owner=owner,
             tags=tuple(sorted((tags or {}).items())),

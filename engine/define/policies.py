@@ -2,12 +2,40 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 
 from engine.errors import DefinitionError
 
 RetryOn = tuple[type[BaseException], ...] | Callable[[BaseException], bool]
+SLOWEST_RATE = 0.001  # requests per second: one call per ~17 minutes
+FASTEST_RATE = 1_000_000.0
+
+
+def rate_problem(rate: object) -> str | None:
+    """Why `rate` is no usable requests-per-second limit, or None when it is one."""
+    if not isinstance(rate, int | float) or isinstance(rate, bool):
+        return f"must be a number of requests per second, not {rate!r}"
+    if not SLOWEST_RATE <= rate <= FASTEST_RATE:  # also refuses nan and inf
+        return (
+            f"must lie between {SLOWEST_RATE} and {FASTEST_RATE:,.0f} requests per second, "
+            f"not {rate!r} (leave the limit out for none)"
+        )
+    return None
+
+
+def timeout_seconds(value: float | timedelta | None, where: str) -> float | None:
+    """A timeout given as seconds or a timedelta, in seconds; DefinitionError if not positive."""
+    if value is None:
+        return None
+    seconds = value.total_seconds() if isinstance(value, timedelta) else value
+    if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not seconds > 0:
+        raise DefinitionError(f"{where} must be positive seconds or a timedelta, not {value!r}.")
+    if math.isinf(seconds):
+        raise DefinitionError(f"{where} must be finite; a call that never ends stalls its run.")
+    return float(seconds)
 
 
 @dataclass(frozen=True)
@@ -25,11 +53,11 @@ class RateLimit:
     burst: int = 1
 
     def __post_init__(self) -> None:
-        if not self.requests_per_second > 0 or self.burst < 1:
-            raise DefinitionError(
-                f"RateLimit needs requests_per_second > 0 and burst >= 1, not "
-                f"requests_per_second={self.requests_per_second!r}, burst={self.burst!r}."
-            )
+        problem = rate_problem(self.requests_per_second)
+        if problem:
+            raise DefinitionError(f"RateLimit: requests_per_second {problem}.")
+        if not isinstance(self.burst, int) or self.burst < 1:
+            raise DefinitionError(f"RateLimit needs burst >= 1, not burst={self.burst!r}.")
 
 
 @dataclass(frozen=True)

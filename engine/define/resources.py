@@ -5,9 +5,10 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any, overload
 
-from engine.define.policies import RateLimit, RetryOn, RetryPolicy
+from engine.define.policies import RateLimit, RetryOn, RetryPolicy, timeout_seconds
 from engine.define.secrets import Secret
 from engine.errors import DefinitionError
 
@@ -16,6 +17,7 @@ THREAD_SAFETY = ("shared", "per_thread", "serialize")
 INIT_RETRY = RetryPolicy(
     max_attempts=4, initial_backoff=0.2, max_backoff=5.0, retry_on=(Exception,)
 )
+DEFAULT_INIT_TIMEOUT = 120.0  # seconds for one build: a model load or a cold pool is slow
 
 
 @dataclass(frozen=True, eq=False)
@@ -27,7 +29,8 @@ class ResourceProvider:
     `aclose()` is closed when the worker shuts down.
 
     Calls that use the resource obey `rate_limit`, at most `max_concurrency` at once, and
-    are retried by `retry`. Building it is retried by `init_retry`. An error matching
+    are retried by `retry`, each attempt bounded by `timeout` seconds. Building it is
+    retried by `init_retry`; a build past `init_timeout` fails at once. An error matching
     `broken_on` (by default `broken_after` connection errors in a row) means the resource is
     broken: it is torn down, rebuilt, and the call retried. `thread_safety` is "shared" (one
     instance for all threads), "per_thread" (one per worker thread) or "serialize" (one
@@ -47,6 +50,8 @@ class ResourceProvider:
     broken_on: RetryOn | None = None
     broken_after: int = 3
     thread_safety: str = "shared"
+    timeout: float | None = None
+    init_timeout: float = DEFAULT_INIT_TIMEOUT
 
     @property
     def takes_context(self) -> bool:
@@ -125,6 +130,8 @@ def resource_provider(
     broken_on: RetryOn | None = None,
     broken_after: int = 3,
     thread_safety: str = "shared",
+    timeout: float | timedelta | None = None,
+    init_timeout: float | timedelta = DEFAULT_INIT_TIMEOUT,
 ) -> Callable[[Callable[..., Any]], ResourceProvider]: ...
 
 
@@ -144,6 +151,8 @@ def resource_provider(
     broken_on: RetryOn | None = None,
     broken_after: int = 3,
     thread_safety: str = "shared",
+    timeout: float | timedelta | None = None,
+    init_timeout: float | timedelta = DEFAULT_INIT_TIMEOUT,
 ) -> ResourceProvider | Callable[[Callable[..., Any]], ResourceProvider]:
     """Declare a resource provider; usable bare or with arguments.
 
@@ -184,6 +193,10 @@ def resource_provider(
             broken_on=broken_on,
             broken_after=broken_after,
             thread_safety=thread_safety,
+            timeout=timeout_seconds(timeout, f"Resource provider '{provider_name}': timeout"),
+            init_timeout=timeout_seconds(
+                init_timeout, f"Resource provider '{provider_name}': init_timeout"
+            ),
         )
 
     return declare(function) if function is not None else declare

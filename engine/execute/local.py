@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import multiprocessing
+import multiprocessing.connection
 import os
 import queue
 import signal
+import sys
 import threading
 import time
+from collections import Counter, deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -40,6 +44,35 @@ class RowsWritten:
 
 
 @dataclass(frozen=True)
+class Stopping:
+    """A signal asked the run to stop (`cancel`: the second, abandoning calls in flight)."""
+
+    cancel: bool
+
+
+@dataclass(frozen=True)
+class WorkerExited:
+    """A worker process died (killed, out of memory) while computing `task`."""
+
+    worker: int
+    exitcode: int | None
+    task: Task
+    outcome: str  # "retried" on a fresh worker, "committed" (its file was in place), "failed"
+
+    @property
+    def note(self) -> str:
+        then = {
+            "retried": "it is retried on a fresh worker",
+            "committed": "its file was already committed, and is recorded",
+            "failed": f"it was tried on {_TRIES} workers and fails",
+        }[self.outcome]
+        return (
+            f"Worker process {self.worker} exited (code {self.exitcode}) while computing "
+            f"{self.task.label}; {then}."
+        )
+
+
+@dataclass(frozen=True)
 class WorkerFailed:
     """A worker could not start (its job import or set-up failed)."""
 
@@ -48,9 +81,15 @@ class WorkerFailed:
     error: str
 
 
-_GRACE_SECONDS = 30.0  # how long an interrupted run waits for workers to tear down
+_GRACE_SECONDS = 30.0  # how long a stopped run waits for workers to tear down
+_CANCEL_SECONDS = 5.0  # after a second signal: how long before workers are killed
+_TRIES = 3  # workers a task is tried on when its worker dies under it
+_PARENT_CHECK_SECONDS = 0.5  # how often a worker checks that its parent is alive
 
-Event = TaskStarted | RowsWritten | TaskResult | WorkerReport | WorkerFailed
+Event = (
+    TaskStarted | RowsWritten | TaskResult | WorkerReport | WorkerFailed | WorkerExited | Stopping
+)
+Recover = Callable[[Task], TaskResult | None]
 
 
 class LocalExecutor:
@@ -71,51 +110,51 @@ class LocalExecutor:
         settings: RunSettings,
         secret_values: Mapping[Secret, str],
         on_event: Callable[[Event], None],
+        recover: Recover = lambda task: None,
     ) -> tuple[list[TaskResult], list[WorkerReport], bool]:
         """Run every task; return each task's result, each worker's report, and whether the
-        run was interrupted (Ctrl-C), in which case workers stopped early but still tore
-        down their resources."""
+        run was interrupted (Ctrl-C, SIGTERM), in which case workers stopped early but still
+        tore down their resources.
+
+        A task whose spawned worker dies is first offered to `recover` (the driver's check
+        that its file was committed before the death), else retried on a fresh worker, up to
+        `_TRIES` workers in all; results of tasks no worker finished have `recorded=False`.
+        """
         if not tasks:
             return [], [], False
         count = min(self.workers, len(tasks))
-        tally = _Tally(count, on_event)
+        tally = _Tally(on_event)
         if count == 1:
             interrupted = _run_here(tasks, settings, secret_values, tally)
-            processes: list = []
         else:
-            processes, interrupted = _run_spawned(count, tasks, settings, secret_values, tally)
+            interrupted = _run_spawned(count, tasks, settings, secret_values, tally, recover)
         results = tally.results
         for task in tasks:
             if task not in results:
-                results[task] = _lost(task, tally, processes, interrupted)
+                results[task] = _not_run(task, tally, interrupted)
         return [results[task] for task in tasks], tally.reports, interrupted
 
 
 class _Tally:
     """What the workers reported so far; passes every event on to `on_event`."""
 
-    def __init__(self, workers: int, on_event: Callable[[Event], None]) -> None:
-        self.workers = workers
+    def __init__(self, on_event: Callable[[Event], None]) -> None:
         self.results: dict[Task, TaskResult] = {}
-        self.running: dict[int, Task] = {}
+        self.reported: set[int] = set()
         self.reports: list[WorkerReport] = []
         self.failures: list[WorkerFailed] = []
         self._on_event = on_event
 
     def handle(self, event: Event) -> None:
-        if isinstance(event, TaskStarted):
-            self.running[event.worker] = event.task
-        elif isinstance(event, TaskResult):
+        if isinstance(event, TaskResult):
             self.results[event.task] = event
-            self.running.pop(event.worker, None)
         elif isinstance(event, WorkerReport):
             self.reports.append(event)
+            self.reported.add(event.worker)
         elif isinstance(event, WorkerFailed):
             self.failures.append(event)
+            self.reported.add(event.worker)
         self._on_event(event)
-
-    def finished(self) -> bool:
-        return len(self.reports) + len(self.failures) == self.workers
 
 
 def _run_here(
@@ -123,12 +162,12 @@ def _run_here(
 ) -> bool:
     """Run the tasks on one worker in this process; return whether it was interrupted.
 
-    Ctrl-C (or SIGTERM) stops the worker at its next row or micro-batch, after which it tears
-    down its resources; a second one cancels the interval in progress, which still waits for
-    calls already running on threads. An error raised by `on_event` stops the run the same
-    way and is raised once the worker has torn down. When this thread already runs an event
-    loop (a notebook, an async application), the worker gets a thread of its own, as its
-    loop cannot run inside another.
+    Ctrl-C (or SIGTERM) stops the worker at its next row or micro-batch, and ends its waits
+    (rate limits, backoff, resource builds) at once, after which it tears down its resources;
+    a second one cancels the interval in progress, abandoning calls still running on threads.
+    An error raised by `on_event` stops the run the same way and is raised once the worker
+    has torn down. When this thread already runs an event loop (a notebook, an async
+    application), the worker gets a thread of its own, as its loop cannot run inside another.
     """
     stop = threading.Event()
     remaining = iter(tasks)
@@ -140,17 +179,24 @@ def _run_here(
             tally.handle(event)
         except Exception as exc:  # the caller's callback: not the interval's fault
             callback_errors.append(exc)
-            stop.set()
+            stop_all()
 
     def work() -> None:
         take = lambda: next(remaining, None)  # noqa: E731
         _serve(settings, secret_values, take, emit, stop.is_set, workers.append)
 
-    def cancel() -> None:
+    def stop_all() -> None:
+        stop.set()
         for worker in workers:
-            worker.cancel()
+            worker.stop()
 
-    with _stop_on_signals(stop, cancel):
+    def on_signal(cancel: bool) -> None:
+        for worker in workers:
+            worker.cancel() if cancel else worker.stop()
+        stop.set()
+        emit(Stopping(cancel))
+
+    with _stop_on_signals(lambda: on_signal(False), lambda: on_signal(True)):
         if _loop_running():
             _on_own_thread(work)
         else:
@@ -187,18 +233,18 @@ def _on_own_thread(work: Callable[[], None]) -> None:
 
 
 @contextlib.contextmanager
-def _stop_on_signals(stop: threading.Event, cancel: Callable[[], None]) -> Iterator[None]:
-    """While in the block, SIGINT and SIGTERM set `stop`, and call `cancel` when it was set
-    already. Signal handlers belong to the main thread: elsewhere, signals keep theirs; so
-    does a signal this process ignores (started with nohup, say)."""
+def _stop_on_signals(stop: Callable[[], None], cancel: Callable[[], None]) -> Iterator[None]:
+    """While in the block, the first SIGINT or SIGTERM calls `stop`, later ones `cancel`.
+    Signal handlers belong to the main thread: elsewhere, signals keep theirs; so does a
+    signal this process ignores (started with nohup, say)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
+    seen = []
 
     def request_stop(signum: int, frame: object) -> None:
-        if stop.is_set():
-            cancel()
-        stop.set()
+        seen.append(signum)
+        (stop if len(seen) == 1 else cancel)()
 
     previous = {
         sig: signal.signal(sig, request_stop)
@@ -218,109 +264,181 @@ def _run_spawned(
     settings: RunSettings,
     secret_values: Mapping[Secret, str],
     tally: _Tally,
-) -> tuple[list, bool]:
-    """Run the tasks on `count` spawned worker processes; return them and whether the run
-    was interrupted."""
+    recover: Recover,
+) -> bool:
+    """Run the tasks on `count` spawned worker processes; return whether the run was
+    interrupted.
+
+    Each worker has an inbox: it gets one task at a time, the next one when it returns a
+    result, and None when there is no more work, so this process always knows which task
+    a worker holds. The first SIGINT or SIGTERM stops the workers at their next row (they
+    tear down and report, within `_GRACE_SECONDS`); a second one terminates them, and
+    kills them `_CANCEL_SECONDS` later. A worker that dies under a task is replaced.
+    """
     context = multiprocessing.get_context("spawn")
-    todo: Any = context.Queue()
     events: Any = context.Queue()
     stop = context.Event()
-    for task in tasks:
-        todo.put(task)
-    for _ in range(count):
-        todo.put(None)
-    processes = [
-        context.Process(
+    queued = deque(tasks)
+    live: dict[int, Any] = {}  # pid: process
+    inboxes: dict[int, Any] = {}
+    holding: dict[int, Task | None] = {}  # pid: the task it was last given
+    tries: Counter[Task] = Counter()
+
+    def start() -> None:
+        inbox = context.Queue()
+        process = context.Process(
             target=_worker_main,
-            args=(settings, dict(secret_values), todo, events, stop),
-            name=f"rivulet-worker-{i}",
+            args=(settings, dict(secret_values), inbox, events, stop),
+            name=f"rivulet-worker-{len(inboxes)}",
             daemon=True,
         )
-        for i in range(count)
-    ]
-    for process in processes:
         process.start()
-    interrupted = False
-    try:
-        for event in _events(events, processes, tally.finished):
-            tally.handle(event)
-    except KeyboardInterrupt:
-        interrupted = True
-        stop.set()  # workers abandon their interval, tear down resources, and report
-        try:
-            for event in _events(events, processes, tally.finished, timeout=_GRACE_SECONDS):
-                tally.handle(event)
-        except KeyboardInterrupt:
-            pass  # a second Ctrl-C: stop waiting for the workers
-    finally:
-        for process in processes:
-            if process.is_alive():
-                process.terminate()  # the worker stops at its next row and tears down
-            process.join(timeout=_GRACE_SECONDS)
-            if process.is_alive():
-                process.kill()
-                process.join()
-    return processes, interrupted
+        live[process.pid] = process
+        inboxes[process.pid] = inbox
+        give(process.pid)
 
+    def give(pid: int) -> None:
+        task = queued.popleft() if queued and not stop.is_set() else None
+        holding[pid] = task
+        inboxes[pid].put(task)
 
-def _events(
-    events: Any, processes: list, finished: Callable[[], bool], timeout: float | None = None
-) -> Any:
-    """Events from the workers until every worker has reported or exited (or `timeout`)."""
-    deadline = None if timeout is None else time.monotonic() + timeout
-    while not finished():
-        if deadline is not None and time.monotonic() > deadline:
+    def died(pid: int, code: int | None) -> None:
+        """A worker exited without its report: recover, retry or fail the task it held."""
+        task = holding.pop(pid, None)
+        if task is None or task in tally.results or stop.is_set():
             return
-        try:
-            yield events.get(timeout=0.2)
-        except queue.Empty:
-            if all(p.exitcode is not None for p in processes):
-                while True:  # a worker that exited may have left events in the pipe
-                    try:
-                        yield events.get(timeout=0.2)
-                    except queue.Empty:
-                        return
+        result = recover(task)
+        if result is not None:
+            outcome = "committed"
+        elif tries[task] + 1 < _TRIES:
+            tries[task] += 1
+            outcome = "retried"
+            queued.appendleft(task)
+        else:
+            outcome = "failed"
+            result = _worker_died(task, pid, code)
+        tally.handle(WorkerExited(pid, code, task, outcome))
+        if result is not None:
+            tally.handle(result)
+        if queued and len(live) < count:
+            start()  # in the dead worker's place
+
+    def handle(event: Event) -> None:
+        tally.handle(event)
+        if isinstance(event, TaskResult) and event.worker in live:
+            give(event.worker)
+
+    def drain() -> None:
+        """Handle the events already sent (by a worker that exited, say)."""
+        with contextlib.suppress(queue.Empty):
+            while True:
+                handle(events.get(timeout=0.05))
+
+    for _ in range(count):
+        start()
+    stopping, cancelled = threading.Event(), threading.Event()
+    deadline = math.inf
+    with _stop_on_signals(stopping.set, cancelled.set):
+        while live:
+            if stopping.is_set() and not stop.is_set():
+                stop.set()  # workers abandon their interval, tear down, and report
+                deadline = time.monotonic() + _GRACE_SECONDS
+                tally.handle(Stopping(cancel=False))
+            if cancelled.is_set() and deadline > time.monotonic() + _CANCEL_SECONDS:
+                for process in live.values():
+                    process.terminate()  # the worker cancels its interval and tears down
+                deadline = time.monotonic() + _CANCEL_SECONDS
+                tally.handle(Stopping(cancel=True))
+            if time.monotonic() > deadline:
+                break
+            try:
+                handle(events.get(timeout=0.2))
+            except queue.Empty:
+                for pid in [pid for pid, p in live.items() if p.exitcode is not None]:
+                    drain()  # what it sent before exiting
+                    code = live.pop(pid).exitcode
+                    if pid not in tally.reported:
+                        died(pid, code)
+    for process in live.values():
+        process.kill()
+        process.join()
+    drain()
+    return stop.is_set()
 
 
-def _lost(task: Task, tally: _Tally, processes: list, interrupted: bool) -> TaskResult:
-    """A result for a task no worker finished: its worker died, none could start, or the run
-    was interrupted first."""
+def _not_run(task: Task, tally: _Tally, interrupted: bool) -> TaskResult:
+    """A result for a task no worker ran: the run was interrupted first, or no worker could
+    start. The ledger does not have it yet."""
     if interrupted:
-        return TaskResult(
-            task, 0, error_kind="Interrupted", error="The run was interrupted before this interval."
-        )
-    for worker, started in tally.running.items():
-        if started == task:
-            codes = {p.pid: p.exitcode for p in processes}
-            return TaskResult(
-                task,
-                worker,
-                error_kind="Worker error",
-                error=f"The worker process {worker} exited (code {codes.get(worker)}) while "
-                f"computing {task.label}.",
-            )
-    if tally.failures:
-        first = tally.failures[0]
-        return TaskResult(task, first.worker, error_kind=first.error_kind, error=first.error)
-    return TaskResult(task, 0, error_kind="Worker error", error=f"No worker ran {task.label}.")
+        kind, error = "Interrupted", "The run was interrupted before this interval."
+    elif tally.failures:
+        kind, error = tally.failures[0].error_kind, tally.failures[0].error
+    else:
+        kind, error = "Worker error", f"No worker ran {task.label}."
+    return TaskResult(task, 0, error_kind=kind, error=error, recorded=False)
+
+
+def _worker_died(task: Task, worker: int, code: int | None) -> TaskResult:
+    return TaskResult(
+        task,
+        worker,
+        error_kind="Worker error",
+        error=f"The worker process {worker} exited (code {code}) while computing {task.label}.",
+        recorded=False,
+    )
 
 
 def _worker_main(
-    settings: RunSettings, secret_values: dict[Secret, str], todo: Any, events: Any, stop: Any
+    settings: RunSettings, secret_values: dict[Secret, str], inbox: Any, events: Any, stop: Any
 ) -> None:
-    """The body of a worker process: take tasks until the None sentinel, then report."""
-    # Ctrl-C is the parent's to handle: it sets `stop`. SIGTERM (the parent giving up on a
-    # slow stop, or a scheduler) stops this worker the same way, so teardown still runs.
+    """The body of a worker process: take tasks from its inbox until None, then report.
+
+    Ctrl-C is the parent's to handle: it sets `stop`, which ends this worker's waits too.
+    SIGTERM (the parent's second signal, or a scheduler) cancels the interval in progress.
+    A worker whose parent died stops at once, writes nothing more, and exits within
+    `_CANCEL_SECONDS` whatever it was doing. The process ends with os._exit, so a call stuck
+    on a thread cannot keep it alive.
+    """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    terminated = threading.Event()
-    signal.signal(signal.SIGTERM, lambda signum, frame: terminated.set())
-    _serve(
-        settings,
-        secret_values,
-        todo.get,
-        events.put,
-        lambda: stop.is_set() or terminated.is_set(),
-    )
+    workers: list[Worker] = []
+    orphaned = threading.Event()
+
+    def cancel(*_: object) -> None:
+        orphaned.set()  # stopped for good: take no more tasks
+        for worker in workers:
+            worker.cancel()
+
+    signal.signal(signal.SIGTERM, cancel)
+    parent = multiprocessing.parent_process()
+
+    def watch() -> None:
+        """Pass the parent's stop on to the worker's waits; act on the parent's death."""
+        assert parent is not None  # a spawned process has one
+        while not orphaned.is_set():
+            if stop.is_set():
+                for worker in workers:
+                    worker.stop()
+            if multiprocessing.connection.wait([parent.sentinel], timeout=_PARENT_CHECK_SECONDS):
+                cancel()
+                threading.Timer(_CANCEL_SECONDS, os._exit, (1,)).start()
+                return
+
+    threading.Thread(target=watch, name="rivulet-watch", daemon=True).start()
+    try:
+        _serve(
+            settings,
+            secret_values,
+            inbox.get,
+            events.put,
+            lambda: stop.is_set() or orphaned.is_set(),
+            workers.append,
+        )
+    finally:
+        events.close()
+        events.join_thread()  # every event is in the pipe before the process ends
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
 
 
 def _serve(

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from engine.define.schedule import Schedule, as_utc, boundary, interval_index
 from engine.errors import SettingsError
+
+Interval = tuple[datetime, datetime]
+MOST_INTERVALS = 100_000  # per view and run: a century of hours, 270 years of days
 
 
 def tile(
@@ -22,11 +25,37 @@ def tile(
             f"The start {start:%Y-%m-%d %H:%M} is not before the end {end:%Y-%m-%d %H:%M}."
         )
     index = interval_index(feature_start_time, schedule, max(start, feature_start_time))
+    count = interval_index(feature_start_time, schedule, end) + 1 - index
+    if count > MOST_INTERVALS:
+        raise SettingsError(
+            f"The range [{start:%Y-%m-%d %H:%M}, {end:%Y-%m-%d %H:%M}) holds about {count:,} "
+            f"intervals of {schedule}; a run plans at most {MOST_INTERVALS:,} per feature view. "
+            f"Narrow the range, or run it in parts."
+        )
     intervals = []
     while (lower := boundary(feature_start_time, schedule, index)) < end:
         index += 1
         intervals.append((lower, boundary(feature_start_time, schedule, index)))
     return intervals
+
+
+def split_due(
+    intervals: list[Interval], data_delay: timedelta, now: datetime
+) -> tuple[list[Interval], list[Interval]]:
+    """The intervals whose data is complete at `now` (they ended `data_delay` or more ago),
+    and those still waiting: an interval is computed only once, so never before it is due."""
+    cutoff = as_utc(now) - data_delay
+    return [i for i in intervals if i[1] <= cutoff], [i for i in intervals if i[1] > cutoff]
+
+
+def not_due_note(view: str, data_delay: timedelta, waiting: list[Interval]) -> str:
+    """Why a run left out intervals that have not ended (or whose data delay has not passed)."""
+    delay = f" plus its source's data_delay of {data_delay}" if data_delay else ""
+    return (
+        f"Feature view '{view}': {len(waiting)} interval(s) from "
+        f"{waiting[0][0]:%Y-%m-%d %H:%M} are not due yet (an interval is due once it has "
+        f"ended{delay}) and were left out; a later run computes them."
+    )
 
 
 def complete_before(

@@ -64,7 +64,7 @@ def rows_to_table(
     kept = [i for i, features in enumerate(returned) if features is not None]
     results = [returned[i] for i in kept]
     if len(kept) < source.num_rows:
-        source = source.take(kept)
+        source = source.take(pa.array(kept, pa.int64()))  # typed: an empty list infers null
     features_count = len(view.feature_names)
     overrides = any(len(features) > features_count for features in results)
     arrays = []
