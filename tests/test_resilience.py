@@ -381,6 +381,7 @@ def view(row, context):
     # 48 calls x 4 tokens at 400/s take at least 0.47 s of waiting (wall time, however many
     # calls wait at once); without spend() it would be 0.12 s. A loaded machine only adds.
     assert summary.stats.limiter_wait_seconds > 0.3
+    assert summary.stats.limiter_wait_seconds <= summary.seconds  # wall time, not a sum
 
 
 def test_a_secret_never_leaves_the_worker(write_job, tmp_path):
