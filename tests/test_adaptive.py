@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import io
-import textwrap
 from datetime import timedelta
 from pathlib import Path
 
@@ -17,7 +16,7 @@ from engine.cli import display
 from engine.work.adaptive import CUT, GROWTH, LOWEST_RATE, AdaptiveGate
 from engine.work.stats import Adapted, CallStats
 from fixtures.mock_api import MockAPI, score
-from tests.test_rate_limits import START, write_events
+from tests.test_rate_limits import START, make_job
 
 
 class Clock:
@@ -174,40 +173,11 @@ def test_paced_attempts_keep_to_the_limit_in_flight() -> None:
     assert asyncio.run(main()) == 4
 
 
-JOB = """
-import os
-from datetime import datetime
-from engine import *
-
-events = BatchSource("events", batch_config=FileConfig(uri={events!r}, timestamp_field="timestamp"))
-user = Entity(name="user", join_keys=[Field("user_id", String)])
-
-@resource_provider()  # no rate limit declared, the default retry policy (5 attempts)
-def scoring_api():
-    import httpx
-
-    client = httpx.Client(base_url=os.environ["FRAUD_API_URL"], timeout=5)
-    yield client
-    client.close()
-
-@batch_feature_view(name="score_view", mode="python", sources=[events], entities=[user],
-    batch_schedule="1d", feature_start_time=datetime(2024, 10, 26), concurrency=16,
-    features=[Attribute("score", Float64)], resource_providers={{"api": scoring_api}})
-def score_view(row, context):
-    response = context.resources["api"].post(
-        "/v1/score", json={{"user_id": row["user_id"], "amount": row["amount"]}}
-    )
-    response.raise_for_status()
-    return {{"score": response.json()["score"]}}
-"""
-
-
 def test_a_run_with_no_declared_limit_adapts_to_a_rate_limited_api(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    events = write_events(tmp_path / "events.parquet", 600)
-    job = tmp_path / "scoring.py"
-    job.write_text(textwrap.dedent(JOB.format(events=str(events))))
+    # No rate limit declared, the default retry policy (5 attempts).
+    job = make_job(tmp_path, 600, rate_limit="None", retry="None", view="score_view")
     with MockAPI(rate_limit=50, burst=5, log=True) as api:
         monkeypatch.setenv("FRAUD_API_URL", api.url)
         summary = backfill(job, START, START + timedelta(days=2), output=tmp_path / "o")

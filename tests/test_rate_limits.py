@@ -23,10 +23,7 @@ from engine import *
 events = BatchSource("events", batch_config=FileConfig(uri={events!r}, timestamp_field="timestamp"))
 user = Entity(name="user", join_keys=[Field("user_id", String)])
 
-@resource_provider(
-    rate_limit={rate_limit},
-    retry=RetryPolicy(max_attempts=10, initial_backoff=0.02, max_backoff=0.5),
-)
+@resource_provider({provider_args})
 def scoring_api():
     import httpx
 
@@ -34,10 +31,10 @@ def scoring_api():
     yield client
     client.close()
 
-@batch_feature_view(name="scores", mode="python", sources=[events], entities=[user],
+@batch_feature_view(name="{view}", mode="python", sources=[events], entities=[user],
     batch_schedule="1d", feature_start_time=datetime(2024, 10, 26), concurrency=16,
     features=[Attribute("score", Float64)], resource_providers={{"api": scoring_api}})
-def scores(row, context):
+def {view}(row, context):
     response = context.resources["api"].post(
         "/v1/score", json={{"user_id": row["user_id"], "amount": row["amount"]}}
     )
@@ -62,10 +59,19 @@ def write_events(path: Path, rows: int, days: int = 2) -> Path:
     return path
 
 
-def make_job(tmp_path: Path, rows: int, rate_limit: str) -> Path:
+def make_job(
+    tmp_path: Path,
+    rows: int,
+    rate_limit: str,
+    retry: str = "RetryPolicy(max_attempts=10, initial_backoff=0.02, max_backoff=0.5)",
+    view: str = "scores",
+) -> Path:
+    """A job scoring `rows` events through the mock API, its provider declaring `rate_limit`
+    and `retry` (Python source, "None" for none)."""
     events = write_events(tmp_path / "events.parquet", rows)
     job = tmp_path / "scoring.py"
-    job.write_text(textwrap.dedent(JOB.format(events=str(events), rate_limit=rate_limit)))
+    args = f"rate_limit={rate_limit}, retry={retry}"
+    job.write_text(textwrap.dedent(JOB.format(events=str(events), provider_args=args, view=view)))
     return job
 
 
