@@ -327,6 +327,11 @@ def _run_spawned(
         tally.handle(event)
         if isinstance(event, TaskResult) and event.worker in live:
             give(event.worker)
+        elif isinstance(event, WorkerReport | WorkerFailed) and event.worker in live:
+            process = live.pop(event.worker)  # its last word: it exits right after
+            process.join(_CANCEL_SECONDS)
+            if process.is_alive():
+                process.kill()
 
     def drain() -> None:
         """Handle the events already sent (by a worker that exited, say)."""
