@@ -14,18 +14,13 @@ from tenacity import AsyncRetrying, RetryCallState
 from engine.define.feature_views import BatchFeatureView
 from engine.work.adaptive import AdaptiveGate
 from engine.work.calls import CallTimeout, call
+from engine.work.dispatch import Dispatch
 from engine.work.limits import Limits
 from engine.work.resources import ResourcePool
 from engine.work.retrying import tenacity_args
 from engine.work.stats import CallStats
 from engine.work.stopping import Stopper
 from engine.work.transient import transient_cause
-
-_CHUNK_SECONDS = 0.002  # the work one thread task aims at
-_MOST_ROWS_PER_CHUNK = 512
-_WAITING_ROW_SECONDS = 100e-6  # no network call answers faster: quicker rows are CPU work
-_FAST_CHUNKS_IN_FLIGHT = 4
-_KEPT_PER_ROW = 0.8  # the moving average of row time keeps 0.8 of itself per row timed
 
 
 class FailedCall(Exception):
@@ -66,8 +61,7 @@ class Caller:
         self._threads = threads
         broken = lambda exc: any(pool.is_broken_by(p, exc) for p in self._providers)  # noqa: E731
         self._retry_args = tenacity_args(view.retry_policy, also=broken)
-        self._row_seconds: float | None = None  # mean seconds per row, once measured
-        self._ramp = 1  # chunks in flight allowed so far: doubles with each chunk done
+        self.dispatch = Dispatch(view.concurrency)  # rows per thread task, tasks at once
         self._gate = AdaptiveGate(view.name, view.concurrency, stats, stopper)  # AIMD on 429s
 
     @property
@@ -80,24 +74,6 @@ class Caller:
             p.max_concurrency is None and p.thread_safety != "serialize" for p in self._providers
         )
         return uncapped and not self._view.is_async and self._limits.unlimited(self._providers)
-
-    @property
-    def chunk_size(self) -> int:
-        """Rows per thread task: about 2 ms of work, so a slow (I/O) row runs alone and
-        keeps full concurrency, while fast rows stop paying a thread hand-off each."""
-        if self._row_seconds is None:
-            return 1
-        return max(1, min(_MOST_ROWS_PER_CHUNK, int(_CHUNK_SECONDS / self._row_seconds)))
-
-    @property
-    def chunks_in_flight(self) -> int:
-        """Thread tasks at once: the view's concurrency for rows slow enough to be waiting on
-        I/O, but a few for fast rows, which are CPU work that more threads would only make
-        contend for the GIL. It starts at one and doubles with each chunk done, so a slow
-        first row (a cold connection) does not start a thread per row of the view."""
-        if self._row_seconds is not None and self._row_seconds < _WAITING_ROW_SECONDS:
-            return min(self._ramp, _FAST_CHUNKS_IN_FLIGHT, self._view.concurrency)
-        return min(self._ramp, self._view.concurrency)
 
     async def __call__(self, data: Any, context: Any) -> tuple[Any, int]:
         """The transform's result and the number of attempts it took."""
@@ -124,7 +100,7 @@ class Caller:
             abandoned,
         )  # fmt: skip
         try:
-            await asyncio.wait_for(running, self._timeout)
+            cpu = await asyncio.wait_for(running, self._timeout)
         except TimeoutError:
             abandoned.set()  # the thread stops after the row it is stuck on
             done = min(len(outcomes), len(seconds))  # copies: the thread may still append
@@ -138,12 +114,9 @@ class Caller:
             rows = rows[: len(outcomes)]
         else:
             rest = []
+            self.dispatch.observe(len(rows), sum(seconds), cpu)
         self._stats.calls += len(rows)
         self._stats.record_latencies(seconds)
-        mean = max(sum(seconds) / len(rows), 1e-7)
-        kept = 0.0 if self._row_seconds is None else _KEPT_PER_ROW ** len(rows)
-        self._row_seconds = kept * (self._row_seconds or 0.0) + (1 - kept) * mean
-        self._ramp = min(2 * self._ramp, self._view.concurrency)
         results: list[tuple[Any, int] | FailedCall] = []
         for row, (ok, value) in zip(rows, outcomes, strict=True):
             if ok:
@@ -216,12 +189,14 @@ def _run_rows(
     outcomes: list[tuple[bool, Any]],
     seconds: list[float],
     abandoned: threading.Event,
-) -> None:
+) -> float:
     """On a worker thread: append each row's (succeeded, result or error) to `outcomes` and
-    how long it took to `seconds`, until the rows end or the caller abandons the chunk."""
+    how long it took to `seconds`, until the rows end or the caller abandons the chunk;
+    return the CPU time this thread spent on them."""
+    cpu = time.thread_time()
     for row in rows:
         if abandoned.is_set():
-            return
+            break
         began = time.perf_counter()
         try:
             outcomes.append((True, function(row, **kwargs)))
@@ -230,3 +205,4 @@ def _run_rows(
         except Exception as exc:
             outcomes.append((False, exc))
         seconds.append(time.perf_counter() - began)
+    return time.thread_time() - cpu

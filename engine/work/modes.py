@@ -92,8 +92,9 @@ async def _run_python(
         return [finish(row, outcome) for row, outcome in zip(chunk, outcomes, strict=True)]
 
     if caller.runs_rows_in_chunks:
-        chunks = _until_stopped(_chunks(rows(), lambda: caller.chunk_size), stopped)
-        calls = ordered_map(chunks, compute_chunk, lambda: caller.chunks_in_flight)
+        dispatch = caller.dispatch
+        chunks = _until_stopped(_chunks(rows(), lambda: dispatch.chunk_size), stopped)
+        calls = ordered_map(chunks, compute_chunk, lambda: dispatch.in_flight)
     else:
         singles = _until_stopped(([row] for row in rows()), stopped)
         calls = ordered_map(singles, compute, view.concurrency)

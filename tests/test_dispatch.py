@@ -1,0 +1,62 @@
+"""The dispatch policy for fast python-mode rows, fed measurements instead of real timing."""
+
+from __future__ import annotations
+
+from engine.work.dispatch import CPU_CHUNKS_IN_FLIGHT, MOST_ROWS_PER_CHUNK, Dispatch
+
+
+def feed(dispatch: Dispatch, rows: int, wall: float, cpu: float, times: int = 10) -> None:
+    for _ in range(times):
+        dispatch.observe(rows, wall, cpu)
+
+
+def test_rows_that_wait_run_alone_with_the_full_concurrency() -> None:
+    dispatch = Dispatch(concurrency=64)
+    assert (dispatch.chunk_size, dispatch.in_flight) == (1, 1)  # nothing measured yet
+    feed(dispatch, rows=1, wall=0.005, cpu=0.00002)  # an API call: 5 ms, 20 µs of CPU
+    assert not dispatch.cpu_bound
+    assert (dispatch.chunk_size, dispatch.in_flight) == (1, 64)
+
+
+def test_python_work_runs_in_big_chunks_on_a_few_threads() -> None:
+    dispatch = Dispatch(concurrency=64)
+    feed(dispatch, rows=512, wall=0.001, cpu=0.00095)  # 2 µs a row, all of it on the CPU
+    assert dispatch.cpu_bound
+    assert dispatch.chunk_size == MOST_ROWS_PER_CHUNK
+    assert dispatch.in_flight == CPU_CHUNKS_IN_FLIGHT
+
+
+def test_waiting_for_the_gil_does_not_make_python_work_look_like_waiting() -> None:
+    # Under load the same rows take 5x their CPU in wall time (waiting for the GIL, or for
+    # other processes): the old rule, by wall time, would have called them I/O and started
+    # 64 threads. The share stays above LEAVE_CPU, so they stay CPU work.
+    dispatch = Dispatch(concurrency=64)
+    feed(dispatch, rows=512, wall=0.001, cpu=0.00095)
+    feed(dispatch, rows=512, wall=0.010, cpu=0.002)
+    assert dispatch.cpu_bound and dispatch.in_flight == CPU_CHUNKS_IN_FLIGHT
+    assert dispatch.chunk_size == int(0.002 / (0.002 / 512))  # sized by CPU, not wall time
+
+
+def test_rows_that_start_waiting_get_their_threads_back() -> None:
+    dispatch = Dispatch(concurrency=16)
+    feed(dispatch, rows=512, wall=0.001, cpu=0.00095)
+    feed(dispatch, rows=1, wall=0.005, cpu=0.00002, times=30)
+    assert not dispatch.cpu_bound and dispatch.in_flight == 16
+
+
+def test_hysteresis_holds_between_the_thresholds() -> None:
+    waiting, working = Dispatch(concurrency=16), Dispatch(concurrency=16)
+    feed(waiting, rows=1, wall=0.005, cpu=0.00002)
+    feed(working, rows=512, wall=0.001, cpu=0.00095)
+    for dispatch in (waiting, working):  # then rows 15% on the CPU, between the thresholds
+        feed(dispatch, rows=100, wall=0.001, cpu=0.00015, times=40)
+    assert not waiting.cpu_bound and working.cpu_bound
+
+
+def test_tasks_in_flight_ramp_up_from_one() -> None:
+    dispatch = Dispatch(concurrency=16)
+    seen = []
+    for _ in range(6):
+        seen.append(dispatch.in_flight)
+        dispatch.observe(1, 0.005, 0.00002)
+    assert seen == [1, 2, 4, 8, 16, 16]
