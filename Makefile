@@ -32,6 +32,7 @@ bench: $(BENCH_STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check engine tests jobs bench fixtures
 	$(BIN)/ruff format --check engine tests jobs bench fixtures
+	$(BIN)/lint-imports
 
 clean:
 	rm -rf $(VENV) offline_store bench/results/*.json bench/results/*.png

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from bench.data import START, write_events
 from engine import backfill
-from engine.record.summary import RunSummary
+from engine.summary import RunSummary
 
 ROOT = Path(__file__).resolve().parent.parent
 JOBS = ROOT / "bench" / "jobs"

@@ -35,15 +35,15 @@ from engine.define.types import (
 from engine.errors import RivuletError
 
 if TYPE_CHECKING:
-    from engine.read.historical import get_historical_features
-    from engine.read.offline import read_features
-    from engine.record.summary import RunSummary
+    from engine.retrieve.historical import get_historical_features
+    from engine.retrieve.offline import read_features
     from engine.run import backfill, plan, run_due
+    from engine.summary import RunSummary
 
 _LAZY = {
-    "RunSummary": "engine.record.summary",
-    "get_historical_features": "engine.read.historical",
-    "read_features": "engine.read.offline",
+    "RunSummary": "engine.summary",
+    "get_historical_features": "engine.retrieve.historical",
+    "read_features": "engine.retrieve.offline",
     "backfill": "engine.run",
     "plan": "engine.run",
     "run_due": "engine.run",

@@ -22,12 +22,12 @@ from engine.plan.probe import probe_sources
 from engine.plan.secrets import resolve_secrets, short_secret_notes
 from engine.plan.states import PlannedInterval, plan_intervals
 from engine.plan.tasks import Task
-from engine.record.ledger import Ledger
-from engine.record.lock import output_lock
-from engine.record.reconcile import reconcile
-from engine.record.summary import RunPlanned, RunSummary
+from engine.store.ledger import Ledger
+from engine.store.lock import output_lock
+from engine.store.parquet import committed_files
+from engine.store.reconcile import reconcile
+from engine.summary import RunPlanned, RunSummary
 from engine.work.worker import RunSettings, TaskResult
-from engine.write.parquet import committed_files
 
 Windows = dict[str, list[tuple[datetime, datetime]]]
 OnEvent = Callable[[Event | RunPlanned], None]

@@ -13,8 +13,8 @@ from rich.console import Console
 
 from engine import backfill
 from engine.cli import display
-from engine.work.adaptive import CUT, GROWTH, LOWEST_RATE, AdaptiveGate
-from engine.work.stats import Adapted, CallStats
+from engine.runtime.adaptive import CUT, GROWTH, LOWEST_RATE, AdaptiveGate
+from engine.runtime.stats import Adapted, CallStats
 from fixtures.mock_api import MockAPI, score
 from tests.test_rate_limits import START, make_job
 

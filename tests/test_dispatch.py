@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from engine.work.dispatch import CPU_CHUNKS_IN_FLIGHT, MOST_ROWS_PER_CHUNK, Dispatch
+from engine.runtime.dispatch import CPU_CHUNKS_IN_FLIGHT, MOST_ROWS_PER_CHUNK, Dispatch
 
 
 def feed(dispatch: Dispatch, rows: int, wall: float, cpu: float, times: int = 10) -> None:

@@ -13,7 +13,7 @@ import pytest
 from engine import backfill, run_due
 from engine.plan.intervals import split_due
 from engine.plan.job import load_job
-from engine.record.ledger import Ledger
+from engine.store.ledger import Ledger
 from tests.conftest import run_cli
 
 DAY = timedelta(days=1)

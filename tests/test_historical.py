@@ -16,7 +16,7 @@ from polars.testing import assert_frame_equal
 from engine import backfill
 from engine.errors import SettingsError
 from engine.plan.job import load_job
-from engine.read.historical import get_historical_features
+from engine.retrieve.historical import get_historical_features
 from tests.conftest import JOB_HEADER, make_events
 
 START = datetime(2024, 10, 26)

@@ -15,7 +15,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from engine.record.ledger import Ledger
+from engine.store.ledger import Ledger
 from tests.conftest import REPO, run_cli
 
 JOB = """

@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from engine import backfill
-from engine.record.ledger import Ledger
+from engine.store.ledger import Ledger
 from tests.conftest import make_events
 
 FEATURES = """

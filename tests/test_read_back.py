@@ -14,9 +14,9 @@ import pytest
 from engine import backfill
 from engine.errors import SettingsError
 from engine.plan.job import load_job
-from engine.read.offline import read_features, write_table
-from engine.record.ledger import Ledger
-from engine.write.parquet import committed_files
+from engine.retrieve.offline import read_features, write_table
+from engine.store.ledger import Ledger
+from engine.store.parquet import committed_files
 from tests.conftest import JOB_HEADER, make_events
 
 # The source lists rows newest first, each event twice (keys 'uN' and 'xuN', same timestamp),

@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from engine import backfill
-from engine.work.dispatch import CPU_CHUNKS_IN_FLIGHT
+from engine.runtime.dispatch import CPU_CHUNKS_IN_FLIGHT
 from tests.conftest import REPO, run_cli
 
 LOGGER = """

@@ -15,7 +15,7 @@ import duckdb
 import pytest
 
 from engine import backfill
-from engine.record.ledger import Ledger
+from engine.store.ledger import Ledger
 from tests.conftest import REPO, run_cli
 
 MARKS = """

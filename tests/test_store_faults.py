@@ -14,9 +14,9 @@ import pytest
 
 import engine
 from engine.errors import StoreError
-from engine.record.ledger import Ledger
 from engine.run import plan
-from engine.write.parquet import ROW_GROUP_ROWS, PartitionWriter
+from engine.store.ledger import Ledger
+from engine.store.parquet import ROW_GROUP_ROWS, PartitionWriter
 from tests.conftest import make_events, run_cli
 
 JOB = """

@@ -9,7 +9,7 @@ import pyarrow as pa
 import pytest
 
 from engine import backfill
-from engine.write.parquet import PartitionWriter
+from engine.store.parquet import PartitionWriter
 
 DECLARE = """
 @batch_feature_view(name="view", mode="{mode}", sources=[events], entities=[user],

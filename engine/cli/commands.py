@@ -201,7 +201,7 @@ def status(job: str, output: str, debug: bool) -> None:
     """Per feature view of JOB: intervals committed, failed, stale; the last runs."""
     from engine.cli.display import print_status
     from engine.plan.job import load_job
-    from engine.record.ledger import Ledger
+    from engine.store.ledger import Ledger
 
     loaded = load_job(job)
     ledger = Ledger.existing(output)
@@ -271,7 +271,7 @@ def read(
     debug: bool,
 ) -> None:
     """Print FEATURE_VIEW's committed rows in [START, END) (parquet needs --to FILE)."""
-    from engine.read.offline import read_features, write_table
+    from engine.retrieve.offline import read_features, write_table
 
     table = read_features(job, feature_view, output=output, start=start, end=end)
     write_table(table, output_format, destination)
@@ -284,7 +284,7 @@ def read(
 def history(output: str, limit: int, debug: bool) -> None:
     """Recent runs on the store, newest first, with their outcome."""
     from engine.cli.display import print_runs
-    from engine.record.ledger import Ledger
+    from engine.store.ledger import Ledger
 
     ledger = Ledger.existing(output)
     print_runs(ledger.runs(limit=limit) if ledger else [])

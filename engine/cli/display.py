@@ -13,8 +13,8 @@ from rich.table import Table
 from engine.execute.local import RowsWritten, Stopping, WorkerExited
 from engine.plan.job import Job
 from engine.plan.states import PlannedInterval
-from engine.record.ledger import Ledger, RunRecord
-from engine.record.summary import RunPlanned, RunSummary
+from engine.store.ledger import Ledger, RunRecord
+from engine.summary import RunPlanned, RunSummary
 from engine.work.worker import TaskResult
 
 out = Console()

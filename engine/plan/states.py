@@ -11,9 +11,9 @@ from pathlib import Path
 from engine.define.feature_views import BatchFeatureView
 from engine.errors import SettingsError
 from engine.plan.tasks import Task
-from engine.record.ledger import Ledger
-from engine.record.reconcile import quarantine_dir
-from engine.write.parquet import UnreadableFile, committed_files
+from engine.store.ledger import Ledger
+from engine.store.parquet import UnreadableFile, committed_files
+from engine.store.reconcile import quarantine_dir
 
 
 @dataclass(frozen=True)

@@ -18,11 +18,11 @@ import pyarrow as pa
 from engine.arrow import to_rows
 from engine.define.feature_views import BatchFeatureView
 from engine.errors import Interrupted, OutputError, RivuletError, TransformError, one_line
-from engine.work.caller import Caller, FailedCall
-from engine.work.calls import ordered_map
-from engine.work.context import Context
-from engine.write.conform import checked_features, describe_row, frame_to_table, rows_to_table
-from engine.write.dead_letters import DeadLetters
+from engine.runtime.caller import Caller, FailedCall
+from engine.runtime.calls import ordered_map
+from engine.runtime.context import Context
+from engine.store.dead_letters import DeadLetters
+from engine.work.conform import checked_features, describe_row, frame_to_table, rows_to_table
 
 T = TypeVar("T")
 

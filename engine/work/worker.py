@@ -23,17 +23,17 @@ from engine.plan.job import load_job
 from engine.plan.secrets import redactor
 from engine.plan.tasks import Task
 from engine.read.sources import read_window
-from engine.record.ledger import Ledger
-from engine.work.caller import Caller
-from engine.work.context import Context, Resources, Secrets
-from engine.work.limits import Limits
+from engine.runtime.caller import Caller
+from engine.runtime.context import Context, Resources, Secrets
+from engine.runtime.limits import Limits
+from engine.runtime.resources import ResourcePool
+from engine.runtime.stats import CallStats
+from engine.runtime.stopping import Stopper
+from engine.runtime.threads import DaemonThreads
+from engine.store.dead_letters import DeadLetters
+from engine.store.ledger import Ledger
+from engine.store.parquet import PartitionWriter, partition_dir
 from engine.work.modes import run_transform
-from engine.work.resources import ResourcePool
-from engine.work.stats import CallStats
-from engine.work.stopping import Stopper
-from engine.work.threads import DaemonThreads
-from engine.write.dead_letters import DeadLetters
-from engine.write.parquet import PartitionWriter, partition_dir
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ import pyarrow as pa
 from engine.define.feature_views import BatchFeatureView
 from engine.define.types import Timestamp
 from engine.errors import RivuletError
-from engine.write.parquet import DATA_FILE, PartitionWriter, partition_dir
+from engine.store.parquet import DATA_FILE, PartitionWriter, partition_dir
 
 ERRORS_FOLDER = "_errors"
 

@@ -11,7 +11,7 @@ _BUCKETS_PER_DOUBLING = 16  # latency buckets ~4.4% wide
 
 @dataclass
 class Adapted:
-    """How one view's calls adapted to 429s (engine.work.adaptive), in calls per second.
+    """How one view's calls adapted to 429s (engine.runtime.adaptive), in calls per second.
 
     `rate` is the rate of successful calls since the first 429 (over the time paced calls
     were in flight); `lowest` and `final` are the lowest and the last rate the calls were

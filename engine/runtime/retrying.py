@@ -9,7 +9,7 @@ from tenacity import RetryCallState, retry_if_exception, stop_after_attempt, wai
 
 from engine.define.policies import RetryPolicy
 from engine.errors import RivuletError
-from engine.work.transient import retry_after, transient_cause
+from engine.runtime.transient import retry_after, transient_cause
 
 
 class wait_backoff_or_retry_after:  # named like tenacity's own wait strategies

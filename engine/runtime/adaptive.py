@@ -15,9 +15,9 @@ from types import TracebackType
 
 from aiolimiter import AsyncLimiter
 
-from engine.work.stats import Adapted, CallStats
-from engine.work.stopping import Stopper
-from engine.work.transient import transient_cause
+from engine.runtime.stats import Adapted, CallStats
+from engine.runtime.stopping import Stopper
+from engine.runtime.transient import transient_cause
 
 CUT = 0.5  # a 429 multiplies the calls in flight and the rate by this
 GROWTH = 0.05  # a second of successes adds this share of the rate last cut from

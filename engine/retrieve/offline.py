@@ -22,8 +22,8 @@ from engine.define.feature_views import BatchFeatureView
 from engine.define.schedule import as_utc, boundary, interval_index
 from engine.errors import SettingsError, StoreError, one_line
 from engine.plan.job import load_job
-from engine.record.reconcile import quarantine_dir
-from engine.write.parquet import UnreadableFile, committed_files
+from engine.store.parquet import UnreadableFile, committed_files
+from engine.store.reconcile import quarantine_dir
 
 FORMATS = ("table", "csv", "parquet")
 

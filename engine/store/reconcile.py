@@ -8,9 +8,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from engine.define.feature_views import BatchFeatureView
-from engine.record.ledger import LEDGER_FOLDER, Ledger
-from engine.write.dead_letters import ERRORS_FOLDER
-from engine.write.parquet import UnreadableFile, committed_files
+from engine.store.dead_letters import ERRORS_FOLDER
+from engine.store.ledger import LEDGER_FOLDER, Ledger
+from engine.store.parquet import UnreadableFile, committed_files
 
 
 def quarantine_dir(output: str | Path) -> Path:

@@ -25,7 +25,7 @@ from engine.arrow import as_arrow_table, quote
 from engine.define.feature_views import BatchFeatureView
 from engine.errors import SettingsError, one_line
 from engine.plan.job import load_job
-from engine.read.offline import read_view
+from engine.retrieve.offline import read_view
 
 FeatureRef = str | tuple[str | Path, str] | BatchFeatureView
 _ROW, _TS, _POS = "__rivulet_row", "__rivulet_ts", "__rivulet_pos"

@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from engine.errors import SettingsError
-from engine.record.ledger import LEDGER_FOLDER
+from engine.store.ledger import LEDGER_FOLDER
 
 
 @contextmanager

@@ -12,15 +12,15 @@ from typing import Any
 from tenacity import AsyncRetrying, RetryCallState
 
 from engine.define.feature_views import BatchFeatureView
-from engine.work.adaptive import AdaptiveGate
-from engine.work.calls import CallTimeout, call
-from engine.work.dispatch import Dispatch
-from engine.work.limits import Limits
-from engine.work.resources import ResourcePool
-from engine.work.retrying import tenacity_args
-from engine.work.stats import CallStats
-from engine.work.stopping import Stopper
-from engine.work.transient import transient_cause
+from engine.runtime.adaptive import AdaptiveGate
+from engine.runtime.calls import CallTimeout, call
+from engine.runtime.dispatch import Dispatch
+from engine.runtime.limits import Limits
+from engine.runtime.resources import ResourcePool
+from engine.runtime.retrying import tenacity_args
+from engine.runtime.stats import CallStats
+from engine.runtime.stopping import Stopper
+from engine.runtime.transient import transient_cause
 
 
 class FailedCall(Exception):

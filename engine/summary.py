@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.plan.tasks import Task
-from engine.work.stats import CallStats
+from engine.runtime.stats import CallStats
 from engine.work.worker import TaskResult, WorkerReport
 
 

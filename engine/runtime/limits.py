@@ -10,8 +10,8 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from aiolimiter import AsyncLimiter
 
 from engine.define.resources import ResourceProvider
-from engine.work.stats import CallStats
-from engine.work.stopping import Stopper
+from engine.runtime.stats import CallStats
+from engine.runtime.stopping import Stopper
 
 
 class Limits:

@@ -21,12 +21,12 @@ from tenacity import AsyncRetrying, Retrying
 from engine.define.resources import ResourceProvider
 from engine.define.secrets import Secret
 from engine.errors import ResourceError, RivuletError, one_line
-from engine.work.context import ProviderContext, Secrets
-from engine.work.retrying import tenacity_args
-from engine.work.stats import CallStats
-from engine.work.stopping import Stopper
-from engine.work.threads import DaemonThreads
-from engine.work.transient import is_connection_error
+from engine.runtime.context import ProviderContext, Secrets
+from engine.runtime.retrying import tenacity_args
+from engine.runtime.stats import CallStats
+from engine.runtime.stopping import Stopper
+from engine.runtime.threads import DaemonThreads
+from engine.runtime.transient import is_connection_error
 
 log = logging.getLogger("rivulet")
 TEARDOWN_SECONDS = 10.0  # a teardown that hangs longer is abandoned, with a warning

@@ -1,1 +1,0 @@
-"""Recording: the state ledger beside the output, and its reconciliation with the files."""

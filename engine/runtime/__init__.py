@@ -1,0 +1,7 @@
+"""The call runtime: a transform called with its resources under a policy — resource pool
+(built once, repaired, torn down), rate limits and in-flight caps, retries with transient
+classification, timeouts, 429 adaptation, the dispatch of fast rows to threads, and stopping.
+Batch materialization uses it per micro-batch or row; realtime serving will per request.
+
+May import: engine.define, engine.errors. It knows nothing of plans, stores or workers.
+"""

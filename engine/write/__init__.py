@@ -1,1 +1,0 @@
-"""Writing: transform output checked against the declaration, then committed as Parquet."""
