@@ -215,28 +215,21 @@ def _materialize(
 
         def recover(task: Task) -> TaskResult | None:
             """The result of a task whose worker died after renaming its file into place."""
-            view = loaded.feature_views[task.feature_view]
-            for file in committed_files(output, view.name):
+            for file in committed_files(output, task.feature_view):
                 if file.start == task.start and file.run_id == run_id:
-                    ledger.commit(view.name, task.start, task.end, file.rows,
-                                  file.fingerprint, run_id)  # fmt: skip
-                    return TaskResult(task, 0, file.rows, path=str(file.path))
+                    return TaskResult(task, 0, file.rows, 0.0, str(file.path), file.fingerprint)
             return None
 
         def on_executor_event(event: Event) -> None:
-            if isinstance(event, WorkerExited):
+            if isinstance(event, TaskResult):
+                record(ledger, run_id, event)
+            elif isinstance(event, WorkerExited):
                 notes.append(event.note)
             on_event(event)
 
         results, reports, interrupted = LocalExecutor(workers).run(
             tasks, settings, secret_values, on_executor_event, recover
         )
-        for result in results:  # outcomes no worker lived to record
-            if not (result.recorded or result.error_kind == "Interrupted"):
-                ledger.fail(
-                    result.task.feature_view, result.task.start, result.task.end, run_id,
-                    f"{result.error_kind}: {result.error}", datetime.now(UTC),
-                )  # fmt: skip
         summary = RunSummary(
             loaded.name, run_id, output, results, reports, time.perf_counter() - began,
             notes, interrupted, skipped,
@@ -246,6 +239,18 @@ def _materialize(
         ledger.finish_run(run_id, outcome, len(results), len(summary.failed), rows)
         ledger.close()
     return summary
+
+
+def record(ledger: Ledger, run_id: str, result: TaskResult) -> None:
+    """Record a task's outcome in the ledger: the driver alone writes it, as results arrive.
+    An interrupted interval is just not done."""
+    task = result.task
+    if result.ok and result.path is not None:
+        ledger.commit(task.feature_view, task.start, task.end, result.rows,
+                      result.fingerprint or "", run_id, result.started_at)  # fmt: skip
+    elif result.error_kind != "Interrupted":
+        ledger.fail(task.feature_view, task.start, task.end, run_id,
+                    f"{result.error_kind}: {result.error}", result.started_at)  # fmt: skip
 
 
 def check_rate_overrides(

@@ -118,7 +118,7 @@ class LocalExecutor:
 
         A task whose spawned worker dies is first offered to `recover` (the driver's check
         that its file was committed before the death), else retried on a fresh worker, up to
-        `_TRIES` workers in all; results of tasks no worker finished have `recorded=False`.
+        `_TRIES` workers in all.
         """
         if not tasks:
             return [], [], False
@@ -380,7 +380,7 @@ def _not_run(task: Task, tally: _Tally, interrupted: bool) -> TaskResult:
         kind, error = tally.failures[0].error_kind, tally.failures[0].error
     else:
         kind, error = "Worker error", f"No worker ran {task.label}."
-    return TaskResult(task, 0, error_kind=kind, error=error, recorded=False)
+    return TaskResult(task, 0, error_kind=kind, error=error)
 
 
 def _worker_died(task: Task, worker: int, code: int | None) -> TaskResult:
@@ -389,7 +389,6 @@ def _worker_died(task: Task, worker: int, code: int | None) -> TaskResult:
         worker,
         error_kind="Worker error",
         error=f"The worker process {worker} exited (code {code}) while computing {task.label}.",
-        recorded=False,
     )
 
 

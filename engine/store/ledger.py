@@ -1,4 +1,4 @@
-"""The state ledger: one SQLite file in `<output>/_rivulet/`, shared by every worker process.
+"""The state ledger: one SQLite file in `<output>/_rivulet/`, written by the driver alone.
 
 Per feature view and interval it records the state, rows, definition fingerprint, run id,
 attempt, start and finish times and error; per run, its command and outcome. The Parquet
@@ -83,9 +83,9 @@ class RunRecord:
 
 
 class Ledger:
-    """The ledger of one offline store. Each process opens its own; SQLite serializes writers.
-    The connection stays open until `close()` (or garbage collection): opening one per
-    write cost a worker ~3 ms per interval.
+    """The ledger of one offline store. The driver of a run writes it (workers return what
+    they committed); readers (`status`, `plan`) open their own. The connection stays open
+    until `close()` (or garbage collection): opening one per write cost ~3 ms an interval.
 
     Example:
         ledger = Ledger("offline_store")
@@ -146,7 +146,7 @@ class Ledger:
         end: datetime,
         run_id: str,
         error: str,
-        started_at: datetime,
+        started_at: datetime | None = None,
     ) -> None:
         """Record a failed attempt; an interval committed earlier stays committed."""
         with self._connect() as db:

@@ -31,7 +31,6 @@ from engine.runtime.stats import CallStats
 from engine.runtime.stopping import Stopper
 from engine.runtime.threads import DaemonThreads
 from engine.store.dead_letters import DeadLetters
-from engine.store.ledger import Ledger
 from engine.store.parquet import PartitionWriter, partition_dir
 from engine.work.modes import run_transform
 
@@ -49,19 +48,20 @@ class RunSettings:
 
 @dataclass(frozen=True)
 class TaskResult:
-    """The outcome of one task. On failure `error` is one paragraph and `detail` the traceback,
-    both with secret values redacted."""
+    """The outcome of one task, a plain value the driver records in the ledger: the file a
+    worker renamed into place (`path`, `rows`, `fingerprint`), or on failure `error` as one
+    paragraph and `detail` the traceback, both with secret values redacted."""
 
     task: Task
     worker: int
     rows: int = 0
     seconds: float = 0.0
     path: str | None = None
+    fingerprint: str | None = None
+    started_at: datetime | None = None
     error_kind: str | None = None
     error: str | None = None
     detail: str | None = None
-    recorded: bool = True
-    """Whether the ledger has this outcome; the driver records the outcomes of lost workers."""
 
     @property
     def ok(self) -> bool:
@@ -116,14 +116,14 @@ class Worker:
         self._pool = ResourcePool(secret_values, self._stats, self._redact, self._stopper)
         self._limits = Limits(settings.rates, self._stats, self._stopper)
         self._callers: dict[str, Caller] = {}
-        self._ledger = Ledger(settings.output)
         self._commits = 0
         self._current: asyncio.Task | None = None
 
     def run(self, task: Task) -> TaskResult:
-        """Compute one interval of one feature view, commit its Parquet file, record it."""
+        """Compute one interval of one feature view and commit its Parquet file; the result
+        says what the driver is to record."""
         began, started_at = time.perf_counter(), datetime.now(UTC)
-        self._current = self._loop.create_task(self._run(task, started_at))
+        self._current = self._loop.create_task(self._run(task))
         try:
             path, rows = self._loop.run_until_complete(self._current)
         except (Exception, asyncio.CancelledError) as caught:
@@ -138,23 +138,20 @@ class Worker:
                 if isinstance(exc, RivuletError)
                 else f"{type(exc).__name__}: {one_line(exc)}"
             )
-            result = TaskResult(
+            return TaskResult(
                 task,
                 os.getpid(),
                 seconds=time.perf_counter() - began,
+                started_at=started_at,
                 error_kind=kind,
                 error=self._redact(message),
                 detail=self._redact("".join(traceback.format_exception(exc))),
             )
-            if not isinstance(exc, Interrupted):  # an interrupted interval is just not done
-                self._ledger.fail(
-                    task.feature_view, task.start, task.end, self.settings.run_id,
-                    f"{kind}: {result.error}", started_at,
-                )  # fmt: skip
-            return result
-        return TaskResult(task, os.getpid(), rows, time.perf_counter() - began, str(path))
+        fingerprint = self.job.feature_views[task.feature_view].fingerprint
+        seconds = time.perf_counter() - began
+        return TaskResult(task, os.getpid(), rows, seconds, str(path), fingerprint, started_at)
 
-    async def _run(self, task: Task, started_at: datetime) -> tuple[Path, int]:
+    async def _run(self, task: Task) -> tuple[Path, int]:
         view = self.job.feature_views[task.feature_view]
         for _, provider in view.resource_providers:
             await self._pool.acquire(provider)
@@ -200,10 +197,6 @@ class Worker:
         self._stats.dead_lettered += len(dead_letters.rows)
         self._commits += 1
         _fault_point("committed", self._commits)
-        self._ledger.commit(
-            view.name, task.start, task.end, writer.rows, view.fingerprint,
-            self.settings.run_id, started_at,
-        )  # fmt: skip
         return path, writer.rows
 
     async def _write(
@@ -254,12 +247,12 @@ class Worker:
             self._threads.shutdown(wait=False, cancel_futures=True)
             self._writes.shutdown(wait=False, cancel_futures=True)
             self._loop.close()
-            self._ledger.close()
         return WorkerReport(os.getpid(), self._stats)
 
 
 def _fault_point(point: str, count: int) -> None:
     """Crash tests set RIVULET_KILL_AT=<point>:<n> to SIGKILL this worker at the n-th pass of
-    `point`; "committed" is between a file's rename and its ledger entry."""
+    `point`; "committed" is after a file's rename, before its result reaches the driver,
+    which records it in the ledger."""
     if os.environ.get("RIVULET_KILL_AT") == f"{point}:{count}":
         os.kill(os.getpid(), signal.SIGKILL)
