@@ -14,7 +14,8 @@ from engine.define.policies import rate_problem
 from engine.define.resources import ResourceProvider
 from engine.define.schedule import as_utc
 from engine.errors import SettingsError
-from engine.execute.local import Event, LocalExecutor, WorkerExited
+from engine.execute.local import LocalExecutor
+from engine.execute.protocol import Event, Executor, WorkerExited
 from engine.plan.environments import check_environments
 from engine.plan.intervals import complete_before, not_due_note, range_notes, split_due, tile
 from engine.plan.job import Job, load_job
@@ -47,6 +48,7 @@ def backfill(
     allow_stale: bool = False,
     on_event: OnEvent = lambda event: None,
     now: datetime | None = None,
+    executor: Executor | None = None,
 ) -> RunSummary:
     """Materialize every interval of the job's feature views in [start, end) to Parquet.
 
@@ -57,7 +59,8 @@ def backfill(
     Everything that can be checked before work starts is (the job imports, the views exist,
     environments are installed, every secret has a value): such problems raise a
     RivuletError. Failures of single intervals do not raise: they are in the summary.
-    `rate_limits` overrides the requests per second of named resource providers.
+    `rate_limits` overrides the requests per second of named resource providers; `executor`
+    runs the tasks (default: a LocalExecutor of `workers` processes).
 
     Example:
         summary = backfill("jobs/embeddings.py", datetime(2024, 10, 26), datetime(2024, 11, 9))
@@ -67,7 +70,7 @@ def backfill(
     windows, notes = _windows(views, start, end, now)
     return _materialize(
         loaded, views, lambda ledger: (windows, notes), "backfill", output, workers,
-        secrets_file, rate_limits, overwrite, allow_stale, on_event,
+        secrets_file, rate_limits, overwrite, allow_stale, on_event, executor,
     )  # fmt: skip
 
 
@@ -83,6 +86,7 @@ def run_due(
     allow_stale: bool = False,
     on_event: OnEvent = lambda event: None,
     now: datetime | None = None,
+    executor: Executor | None = None,
 ) -> RunSummary:
     """The scheduled run: every complete interval after the last committed one (or from
     `feature_start_time`) up to `until` (default now), plus earlier ones that failed or lost
@@ -120,7 +124,7 @@ def run_due(
 
     return _materialize(
         loaded, views, due, "run", output, workers, secrets_file, rate_limits,
-        False, allow_stale, on_event,
+        False, allow_stale, on_event, executor,
     )  # fmt: skip
 
 
@@ -178,6 +182,7 @@ def _materialize(
     overwrite: bool,
     allow_stale: bool,
     on_event: OnEvent,
+    executor: Executor | None,
 ) -> RunSummary:
     """Check, lock the store, reconcile, plan, execute, record: the body of every run."""
     began = time.perf_counter()
@@ -227,16 +232,16 @@ def _materialize(
                 notes.append(event.note)
             on_event(event)
 
-        results, reports, interrupted = LocalExecutor(workers).run(
+        outcome = (executor or LocalExecutor(workers)).run(
             tasks, settings, secret_values, on_executor_event, recover
         )
         summary = RunSummary(
-            loaded.name, run_id, output, results, reports, time.perf_counter() - began,
-            notes, interrupted, skipped,
+            loaded.name, run_id, output, outcome.results, outcome.reports,
+            time.perf_counter() - began, notes, outcome.interrupted, skipped,
         )  # fmt: skip
-        outcome = "interrupted" if interrupted else "succeeded" if summary.ok else "failed"
+        ended = "interrupted" if summary.interrupted else "succeeded" if summary.ok else "failed"
         rows = sum(summary.rows_by_view.values())
-        ledger.finish_run(run_id, outcome, len(results), len(summary.failed), rows)
+        ledger.finish_run(run_id, ended, len(summary.results), len(summary.failed), rows)
         ledger.close()
     return summary
 

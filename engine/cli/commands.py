@@ -91,6 +91,13 @@ def _run_options(command: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--output", default="offline_store", show_default=True, help="Store root."),
         click.option("--feature-view", "feature_views", multiple=True, help="Only this view."),
         click.option("--workers", default=1, show_default=True, type=int, help="Processes."),
+        click.option(
+            "--executor",
+            type=click.Choice(["local"]),
+            default="local",
+            show_default=True,
+            help="Where workers run: this machine's processes.",
+        ),
         click.option("--secrets-file", type=click.Path(dir_okay=False), help="TOML secrets."),
         click.option(
             "--rate-limit",
@@ -151,6 +158,7 @@ def _execute(entry: Callable[..., Any], as_json: bool, debug: bool, *args: Any, 
     from engine.cli.display import RunProgress, print_failures, print_summary
 
     run["rate_limits"] = _parse_rates(run["rate_limits"])
+    run.pop("executor")  # "local", the only choice: the engine's default LocalExecutor
     with RunProgress(enabled=not as_json) as progress:
         summary = entry(*args, on_event=progress.update, **run)
     if summary.interrupted:  # stopping as asked: a further signal must not cut the summary

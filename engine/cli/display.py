@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from engine.execute.local import RowsWritten, Stopping, WorkerExited
+from engine.execute.protocol import RowsWritten, Stopping, WorkerExited
 from engine.plan.job import Job
 from engine.plan.states import PlannedInterval
 from engine.store.ledger import Ledger, RunRecord

@@ -1,4 +1,5 @@
-"""The local executor: one worker in this process, or several started with `spawn`."""
+"""The local executor: one worker in this process, or several started with `spawn`; both
+host the worker loop `serve()` of engine.execute.protocol."""
 
 from __future__ import annotations
 
@@ -15,81 +16,28 @@ import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from engine.define.secrets import Secret
-from engine.errors import RivuletError
-from engine.plan.secrets import redactor
-from engine.plan.tasks import Task
-from engine.work.worker import RunSettings, TaskResult, Worker, WorkerReport
-
-
-@dataclass(frozen=True)
-class TaskStarted:
-    task: Task
-    worker: int
-
-
-@dataclass(frozen=True)
-class RowsWritten:
-    """A batch of rows written, with the worker's running call counts for progress."""
-
-    task: Task
-    rows: int
-    worker: int
-    calls: int
-    retries: int
-    throttle_seconds: float
-
-
-@dataclass(frozen=True)
-class Stopping:
-    """A signal asked the run to stop (`cancel`: the second, abandoning calls in flight)."""
-
-    cancel: bool
-
-
-@dataclass(frozen=True)
-class WorkerExited:
-    """A worker process died (killed, out of memory) while computing `task`."""
-
-    worker: int
-    exitcode: int | None
-    task: Task
-    outcome: str  # "retried" on a fresh worker, "committed" (its file was in place), "failed"
-
-    @property
-    def note(self) -> str:
-        then = {
-            "retried": "it is retried on a fresh worker",
-            "committed": "its file was already committed, and is recorded",
-            "failed": f"it was tried on {_TRIES} workers and fails",
-        }[self.outcome]
-        return (
-            f"Worker process {self.worker} exited (code {self.exitcode}) while computing "
-            f"{self.task.label}; {then}."
-        )
-
-
-@dataclass(frozen=True)
-class WorkerFailed:
-    """A worker could not start (its job import or set-up failed)."""
-
-    worker: int
-    error_kind: str
-    error: str
-
+from engine.execute.protocol import (
+    Event,
+    Outcome,
+    Recover,
+    RunSettings,
+    Stopping,
+    Task,
+    TaskResult,
+    WorkerExited,
+    WorkerFailed,
+    WorkerReport,
+    serve,
+)
+from engine.work.worker import Worker
 
 _GRACE_SECONDS = 30.0  # how long a stopped run waits for workers to tear down
 _CANCEL_SECONDS = 5.0  # after a second signal: how long before workers are killed
 _TRIES = 3  # workers a task is tried on when its worker dies under it
 _PARENT_CHECK_SECONDS = 0.5  # how often a worker checks that its parent is alive
-
-Event = (
-    TaskStarted | RowsWritten | TaskResult | WorkerReport | WorkerFailed | WorkerExited | Stopping
-)
-Recover = Callable[[Task], TaskResult | None]
 
 
 class LocalExecutor:
@@ -111,28 +59,23 @@ class LocalExecutor:
         secret_values: Mapping[Secret, str],
         on_event: Callable[[Event], None],
         recover: Recover = lambda task: None,
-    ) -> tuple[list[TaskResult], list[WorkerReport], bool]:
-        """Run every task; return each task's result, each worker's report, and whether the
-        run was interrupted (Ctrl-C, SIGTERM), in which case workers stopped early but still
-        tore down their resources.
-
-        A task whose spawned worker dies is first offered to `recover` (the driver's check
-        that its file was committed before the death), else retried on a fresh worker, up to
-        `_TRIES` workers in all.
+    ) -> Outcome:
+        """Run every task, as the Executor protocol says (engine.execute.protocol). On
+        Ctrl-C or SIGTERM workers stop early but still tear down their resources. A task
+        whose spawned worker dies is retried on a fresh worker, up to `_TRIES` in all.
         """
         if not tasks:
-            return [], [], False
+            return Outcome([], [], False)
         count = min(self.workers, len(tasks))
         tally = _Tally(on_event)
         if count == 1:
             interrupted = _run_here(tasks, settings, secret_values, tally)
         else:
             interrupted = _run_spawned(count, tasks, settings, secret_values, tally, recover)
-        results = tally.results
         for task in tasks:
-            if task not in results:
-                results[task] = _not_run(task, tally, interrupted)
-        return [results[task] for task in tasks], tally.reports, interrupted
+            if task not in tally.results:
+                tally.handle(_not_run(task, tally, interrupted))
+        return Outcome([tally.results[task] for task in tasks], tally.reports, interrupted)
 
 
 class _Tally:
@@ -183,7 +126,7 @@ def _run_here(
 
     def work() -> None:
         take = lambda: next(remaining, None)  # noqa: E731
-        _serve(settings, secret_values, take, emit, stop.is_set, workers.append)
+        serve(settings, secret_values, take, emit, stop.is_set, workers.append)
 
     def stop_all() -> None:
         stop.set()
@@ -317,7 +260,7 @@ def _run_spawned(
         else:
             outcome = "failed"
             result = _worker_died(task, pid, code)
-        tally.handle(WorkerExited(pid, code, task, outcome))
+        tally.handle(WorkerExited(pid, code, task, outcome, _TRIES))
         if result is not None:
             tally.handle(result)
         if queued and len(live) < count:
@@ -429,7 +372,7 @@ def _worker_main(
 
     threading.Thread(target=watch, name="rivulet-watch", daemon=True).start()
     try:
-        _serve(
+        serve(
             settings,
             secret_values,
             inbox.get,
@@ -443,43 +386,3 @@ def _worker_main(
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(0)
-
-
-def _serve(
-    settings: RunSettings,
-    secret_values: Mapping[Secret, str],
-    take: Callable[[], Task | None],
-    emit: Callable[[Event], None],
-    stopped: Callable[[], bool],
-    started: Callable[[Worker], None] = lambda worker: None,
-) -> None:
-    """Build a worker (handed to `started`) and run the tasks `take` gives until it gives
-    None or `stopped()`, emitting each event; the worker always tears down and reports (or
-    reports its failure)."""
-    try:
-        worker = Worker(
-            settings,
-            secret_values,
-            on_rows=lambda task, rows, stats: emit(
-                RowsWritten(
-                    task,
-                    rows,
-                    os.getpid(),
-                    stats.calls,
-                    sum(stats.retries.values()),
-                    stats.limiter_wait_seconds,
-                )
-            ),
-            stopped=stopped,
-        )
-    except Exception as exc:
-        kind = exc.kind if isinstance(exc, RivuletError) else "Worker error"
-        emit(WorkerFailed(os.getpid(), kind, redactor(secret_values.values())(str(exc))))
-        return
-    started(worker)
-    try:
-        while not stopped() and (task := take()) is not None:
-            emit(TaskStarted(task, os.getpid()))
-            emit(worker.run(task))
-    finally:
-        emit(worker.close())

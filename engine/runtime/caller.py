@@ -1,17 +1,24 @@
-"""One transform call as Rivulet makes it: rate limits, in-flight caps, retries, repairs."""
+"""One call as Rivulet makes it: rate limits, in-flight caps, retries, repairs.
+
+What to call comes as a `CallSpec`, a plain value: the runtime knows nothing of the view
+(batch or realtime) that declared it.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Executor
+from dataclasses import dataclass
 from typing import Any
 
 from tenacity import AsyncRetrying, RetryCallState
 
-from engine.define.feature_views import BatchFeatureView
+from engine.define.policies import RetryPolicy
+from engine.define.resources import ResourceProvider
 from engine.runtime.adaptive import AdaptiveGate
 from engine.runtime.calls import CallTimeout, call
 from engine.runtime.dispatch import Dispatch
@@ -21,6 +28,33 @@ from engine.runtime.retrying import tenacity_args
 from engine.runtime.stats import CallStats
 from engine.runtime.stopping import Stopper
 from engine.runtime.transient import transient_cause
+
+
+@dataclass(frozen=True, kw_only=True)
+class CallSpec:
+    """What to call and how: a function, the resources it uses, and its call policy.
+
+    `function` takes the data (a row, a frame, a request), and `context=` when
+    `takes_context`. Each attempt holds a place and a token of every provider in `providers`,
+    may take `timeout` seconds, and is retried by `retry`; up to `concurrency` calls may be
+    in flight at once.
+
+    Example:
+        spec = CallSpec(name="score", function=score, providers=(api,),
+                        retry=RetryPolicy(max_attempts=3), timeout=5.0, concurrency=8)
+    """
+
+    name: str
+    function: Callable[..., Any]
+    timeout: float
+    concurrency: int
+    takes_context: bool = False
+    providers: tuple[ResourceProvider, ...] = ()
+    retry: RetryPolicy = RetryPolicy()
+
+    @property
+    def is_async(self) -> bool:
+        return inspect.iscoroutinefunction(self.function)
 
 
 class FailedCall(Exception):
@@ -33,83 +67,81 @@ class FailedCall(Exception):
 
 
 class Caller:
-    """Calls a view's transform under its resources' limits, retrying by its retry policy.
+    """Calls a spec's function under its resources' limits, retrying by its retry policy.
 
-    Each attempt holds an in-flight place and a rate-limit token of every resource the view
-    uses. An attempt past the view's call timeout fails with CallTimeout, which is retried
-    as a transient error. After a failure each resource is told, so a broken one is repaired
+    Each attempt holds an in-flight place and a rate-limit token of every resource the spec
+    uses. An attempt past the spec's timeout fails with CallTimeout, which is retried as a
+    transient error. After a failure each resource is told, so a broken one is repaired
     before the next attempt. Backoff waits end when `stopper` stops. Raises FailedCall when
     the error is not retryable or attempts run out.
+
+    Example:
+        caller = Caller(spec, pool, limits, stats, threads, stopper)
+        result, attempts = await caller(row, context)
     """
 
     def __init__(
         self,
-        view: BatchFeatureView,
+        spec: CallSpec,
         pool: ResourcePool,
         limits: Limits,
         stats: CallStats,
         threads: Executor,
         stopper: Stopper,
     ) -> None:
-        self._view = view
-        self._timeout = view.call_timeout
+        self.spec = spec
         self._stopper = stopper
-        self._providers = [provider for _, provider in view.resource_providers]
         self._pool = pool
         self._limits = limits
         self._stats = stats
         self._threads = threads
-        broken = lambda exc: any(pool.is_broken_by(p, exc) for p in self._providers)  # noqa: E731
-        self._retry_args = tenacity_args(view.retry_policy, also=broken)
-        self.dispatch = Dispatch(view.concurrency)  # rows per thread task, tasks at once
-        self._gate = AdaptiveGate(view.name, view.concurrency, stats, stopper)  # AIMD on 429s
+        broken = lambda exc: any(pool.is_broken_by(p, exc) for p in spec.providers)  # noqa: E731
+        self._retry_args = tenacity_args(spec.retry, also=broken)
+        self.dispatch = Dispatch(spec.concurrency)  # rows per thread task, tasks at once
+        self._gate = AdaptiveGate(spec.name, spec.concurrency, stats, stopper)  # AIMD on 429s
 
     @property
     def runs_rows_in_chunks(self) -> bool:
-        """A sync transform whose resources have no rate limit or in-flight cap can run
+        """A sync function whose resources have no rate limit or in-flight cap can run
         several rows per thread task, with no per-row bookkeeping unless a row fails."""
         if self._gate.paced:  # since a 429, each call waits its turn at the gate
             return False
+        providers = self.spec.providers
         uncapped = all(
-            p.max_concurrency is None and p.thread_safety != "serialize" for p in self._providers
+            p.max_concurrency is None and p.thread_safety != "serialize" for p in providers
         )
-        return uncapped and not self._view.is_async and self._limits.unlimited(self._providers)
+        return uncapped and not self.spec.is_async and self._limits.unlimited(providers)
 
     async def __call__(self, data: Any, context: Any) -> tuple[Any, int]:
-        """The transform's result and the number of attempts it took."""
-        kwargs = {"context": context} if self._view.takes_context else {}
-        try:  # most calls succeed at once: keep tenacity's bookkeeping off that path
-            return await self._attempt(self._view.function, data, kwargs), 1
-        except Exception as exc:
-            return await self._retry(data, kwargs, exc)
+        """The function's result and the number of attempts it took."""
+        return await self._call(data, self._kwargs(context))
 
     async def call_rows(self, rows: list[Any], context: Any) -> list[tuple[Any, int] | FailedCall]:
         """Each row's (result, attempts), or its FailedCall: the rows run one after another
-        on one thread; a row that fails goes on through the usual retries."""
+        on one thread; a row that fails goes on through the usual attempts."""
+        kwargs = self._kwargs(context)
         if self._gate.paced:  # since a 429, each row waits its turn at the gate
-            return [await self._outcome(row, context) for row in rows]
-        kwargs = {"context": context} if self._view.takes_context else {}
-        generations = [(p, self._pool.generation(p)) for p in self._providers]
+            return [await self._outcome(row, kwargs) for row in rows]
+        generations = self._generations()
         epoch = self._gate.start(len(rows))
         loop = asyncio.get_running_loop()
         outcomes: list[tuple[bool, Any]] = []
         seconds: list[float] = []
         abandoned = threading.Event()
         running = loop.run_in_executor(
-            self._threads, _run_rows, self._view.function, rows, kwargs, outcomes, seconds,
+            self._threads, _run_rows, self.spec.function, rows, kwargs, outcomes, seconds,
             abandoned,
         )  # fmt: skip
+        timeout = self.spec.timeout
         try:
-            cpu = await asyncio.wait_for(running, self._timeout)
+            cpu = await asyncio.wait_for(running, timeout)
         except TimeoutError:
             abandoned.set()  # the thread stops after the row it is stuck on
             done = min(len(outcomes), len(seconds))  # copies: the thread may still append
             outcomes, seconds = outcomes[:done], seconds[:done]
-            stuck = CallTimeout(
-                f"the call did not return within its timeout of {self._timeout:g} s"
-            )
+            stuck = CallTimeout(f"the call did not return within its timeout of {timeout:g} s")
             outcomes.append((False, stuck))
-            seconds.append(self._timeout)
+            seconds.append(timeout)
             rest = rows[len(outcomes) :]
             rows = rows[: len(outcomes)]
         else:
@@ -123,26 +155,33 @@ class Caller:
                 results.append((value, 1))
                 continue
             self._gate.end(epoch, value)
-            if transient_cause(value) == "429":
-                self._stats.throttled += 1
-            for provider, generation in generations:
-                await self._pool.report(provider, value, generation)
-            try:
-                results.append(await self._retry(row, kwargs, value))
-            except FailedCall as failed:
-                results.append(failed)
-        results += [await self._outcome(row, context) for row in rest]  # each on its own
+            await self._ended(generations, value)  # the row's first attempt, ended
+            results.append(await self._outcome(row, kwargs, first_error=value))
+        results += [await self._outcome(row, kwargs) for row in rest]  # each on its own
         return results
 
-    async def _outcome(self, row: Any, context: Any) -> tuple[Any, int] | FailedCall:
-        """One row's (result, attempts), or its FailedCall."""
+    async def _outcome(
+        self, data: Any, kwargs: dict, first_error: Exception | None = None
+    ) -> tuple[Any, int] | FailedCall:
+        """One call's (result, attempts), or its FailedCall."""
         try:
-            return await self(row, context)
+            return await self._call(data, kwargs, first_error)
         except FailedCall as failed:
             return failed
 
-    async def _retry(self, data: Any, kwargs: dict, first_error: Exception) -> tuple[Any, int]:
-        """Go on after a failed first attempt, as the retry policy says."""
+    async def _call(
+        self, data: Any, kwargs: dict, first_error: Exception | None = None
+    ) -> tuple[Any, int]:
+        """Every attempt of one call, as the retry policy says: (result, attempts).
+
+        `first_error` is how a first attempt made elsewhere (a row of a chunk) ended; it is
+        judged like any other failure.
+        """
+        if first_error is None:
+            try:  # most calls succeed at once: keep tenacity's bookkeeping off that path
+                return await self._attempt(data, kwargs), 1
+            except Exception as exc:
+                first_error = exc
         attempts = 1
         try:
             async for attempt in AsyncRetrying(
@@ -152,29 +191,46 @@ class Caller:
                     attempts = attempt.retry_state.attempt_number
                     if attempts == 1:
                         raise first_error  # tenacity judges the first failure like the others
-                    result = await self._attempt(self._view.function, data, kwargs)
+                    result = await self._attempt(data, kwargs)
         except Exception as exc:
             self._stats.failed_calls += 1
             raise FailedCall(exc, attempts) from exc
         return result, attempts
 
-    async def _attempt(self, function: Callable[..., Any], data: Any, kwargs: dict) -> Any:
-        generations = [(p, self._pool.generation(p)) for p in self._providers]
-        async with self._gate.attempt(), self._limits.slot(self._providers):
+    async def _attempt(self, data: Any, kwargs: dict) -> Any:
+        """One attempt, holding its place at the gate and its limits while it runs."""
+        spec, generations = self.spec, self._generations()
+        async with self._gate.attempt(), self._limits.slot(spec.providers):
             began = time.perf_counter()
             error: Exception | None = None
             try:
-                return await call(self._threads, function, data, timeout=self._timeout, **kwargs)
+                return await call(
+                    self._threads, spec.function, data, timeout=spec.timeout, **kwargs
+                )
             except Exception as exc:
                 error = exc
-                if transient_cause(exc) == "429":
-                    self._stats.throttled += 1
                 raise
             finally:
                 self._stats.calls += 1
                 self._stats.record_latency(time.perf_counter() - began)
-                for provider, generation in generations:
-                    await self._pool.report(provider, error, generation)
+                await self._ended(generations, error)
+
+    async def _ended(
+        self, generations: list[tuple[ResourceProvider, int]], error: Exception | None
+    ) -> None:
+        """How an attempt ended, told to the stats (a 429) and to each resource it used, so
+        a broken one is repaired (unless another call already replaced the instance seen)."""
+        if error is not None and transient_cause(error) == "429":
+            self._stats.throttled += 1
+        for provider, generation in generations:
+            await self._pool.report(provider, error, generation)
+
+    def _generations(self) -> list[tuple[ResourceProvider, int]]:
+        """The instance of each resource an attempt about to start will use."""
+        return [(p, self._pool.generation(p)) for p in self.spec.providers]
+
+    def _kwargs(self, context: Any) -> dict[str, Any]:
+        return {"context": context} if self.spec.takes_context else {}
 
     def _count_retry(self, state: RetryCallState) -> None:
         error = state.outcome.exception() if state.outcome else None

@@ -91,8 +91,10 @@ class Worker:
         secret_values: Mapping[Secret, str],
         on_rows: Callable[[Task, int, CallStats], None] = lambda task, rows, stats: None,
         stopped: Callable[[], bool] = lambda: False,
+        worker_id: int | None = None,
     ) -> None:
         self.settings = settings
+        self.id = os.getpid() if worker_id is None else worker_id
         self.job = load_job(settings.job_path)
         self._secret_values = secret_values
         literals = [
@@ -140,7 +142,7 @@ class Worker:
             )
             return TaskResult(
                 task,
-                os.getpid(),
+                self.id,
                 seconds=time.perf_counter() - began,
                 started_at=started_at,
                 error_kind=kind,
@@ -149,7 +151,7 @@ class Worker:
             )
         fingerprint = self.job.feature_views[task.feature_view].fingerprint
         seconds = time.perf_counter() - began
-        return TaskResult(task, os.getpid(), rows, seconds, str(path), fingerprint, started_at)
+        return TaskResult(task, self.id, rows, seconds, str(path), fingerprint, started_at)
 
     async def _run(self, task: Task) -> tuple[Path, int]:
         view = self.job.feature_views[task.feature_view]
@@ -247,7 +249,7 @@ class Worker:
             self._threads.shutdown(wait=False, cancel_futures=True)
             self._writes.shutdown(wait=False, cancel_futures=True)
             self._loop.close()
-        return WorkerReport(os.getpid(), self._stats)
+        return WorkerReport(self.id, self._stats)
 
 
 def _fault_point(point: str, count: int) -> None:
