@@ -66,8 +66,9 @@ def backfill(
         summary = backfill("jobs/embeddings.py", datetime(2024, 10, 26), datetime(2024, 11, 9))
         assert summary.ok, summary.failed
     """
-    loaded, views = _load(job, feature_views)
-    windows, notes = _windows(views, start, end, now)
+    loaded, views, notes = _load(job, feature_views)
+    windows, window_notes = _windows(views, start, end, now)
+    notes += window_notes
     return _materialize(
         loaded, views, lambda ledger: (windows, notes), "backfill", output, workers,
         secrets_file, rate_limits, overwrite, allow_stale, on_event, executor,
@@ -97,7 +98,7 @@ def run_due(
     Example:
         summary = run_due("jobs/embeddings.py")  # from cron, hourly or daily
     """
-    loaded, views = _load(job, feature_views)
+    loaded, views, load_notes = _load(job, feature_views)
     now = as_utc(now or datetime.now(UTC))
     until = as_utc(until or now)
 
@@ -105,7 +106,7 @@ def run_due(
         """Every due interval from the first one ever recorded (or feature_start_time): the
         committed ones are skipped (and checked for a changed definition), so this is the
         new intervals, plus any earlier one that failed or whose file was lost."""
-        windows, notes = {}, []
+        windows, notes = {}, list(load_notes)
         if until > now:
             notes.append(
                 f"--until {until:%Y-%m-%d %H:%M} is later than now: intervals that have not "
@@ -144,14 +145,30 @@ def plan(
     Example:
         planned, notes = plan("jobs/embeddings.py", datetime(2024, 10, 26), datetime(2024, 11, 9))
     """
-    _, views = _load(job, feature_views)
-    windows, notes = _windows(views, start, end, now)
-    return plan_intervals(output, views, windows, overwrite=overwrite, allow_stale=True), notes
+    _, views, notes = _load(job, feature_views)
+    windows, window_notes = _windows(views, start, end, now)
+    planned = plan_intervals(output, views, windows, overwrite=overwrite, allow_stale=True)
+    return planned, notes + window_notes
 
 
-def _load(job: str | Path, feature_views: Sequence[str]) -> tuple[Job, list[BatchFeatureView]]:
+def _load(
+    job: str | Path, feature_views: Sequence[str]
+) -> tuple[Job, list[BatchFeatureView], list[str]]:
+    """The job, its selected views that materialize offline, and notes on those that do not
+    (`offline=False`) or ask for what Rivulet does not do yet (`online=True`)."""
     loaded = load_job(job)
-    return loaded, loaded.select(feature_views)
+    views, notes = [], []
+    for view in loaded.select(feature_views):
+        if view.online:
+            notes.append(
+                f"Feature view '{view.name}' has online=True: Rivulet does not materialize "
+                f"online yet; its offline rows are written as usual."
+            )
+        if view.offline:
+            views.append(view)
+        else:
+            notes.append(f"Feature view '{view.name}' has offline=False and is left out.")
+    return loaded, views, notes
 
 
 def _windows(

@@ -172,3 +172,25 @@ def view(row, context):
         p.stem: load_job(p).feature_views["view"].fingerprint for p in (plain, tuned, changed)
     }
     assert fingerprint["plain"] == fingerprint["tuned"] != fingerprint["changed"]
+
+
+def test_offline_false_is_left_out_and_online_true_is_noted(write_job, tmp_path) -> None:
+    job = write_job(
+        VIEW.format(source="events")
+        + VIEW.format(source="events")
+        .replace('name="view"', 'name="offline_off", offline=False')
+        .replace("def view(", "def offline_off(")
+        + VIEW.format(source="events")
+        .replace('name="view"', 'name="online_on", online=True')
+        .replace("def view(", "def online_on(")
+    )
+    summary = backfill(job, datetime(2024, 10, 26), datetime(2024, 10, 27), output=tmp_path / "o")
+    assert summary.ok and sorted(summary.rows_by_view) == ["online_on", "view"]
+    assert "Feature view 'offline_off' has offline=False and is left out." in summary.notes
+    assert any("'online_on' has online=True: Rivulet does not materialize online yet" in n
+               for n in summary.notes)  # fmt: skip
+    planned = run_cli("plan", job, "--start", "2024-10-26", "--end", "2024-10-27",
+                      "--output", tmp_path / "o")  # fmt: skip
+    assert planned.returncode == 0
+    assert "offline=False and is left out" in " ".join(planned.stderr.split())  # a note
+    assert "offline_off" not in planned.stdout  # and no row of the plan

@@ -1,1 +1,4 @@
-"""Definitions: the plain, validated objects a job file declares. Nothing here runs user code."""
+"""Definitions: the plain, validated objects a job file declares. Nothing here runs user code.
+
+May import: engine.errors only.
+"""
