@@ -227,7 +227,7 @@ def _materialize(
         planned = plan_intervals(
             output, views, windows, overwrite=overwrite, allow_stale=allow_stale
         )
-        tasks = [p.task for p in planned if p.run]
+        tasks = [p.task for p in planned if p.compute]
         rates = worker_rates(views, rate_limits or {}, min(workers, max(len(tasks), 1)))
         run_id = f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
         skipped = len(planned) - len(tasks)

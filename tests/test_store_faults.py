@@ -123,7 +123,7 @@ def test_an_interval_moved_aside_whose_recompute_fails_is_failed(store, tmp_path
     assert "Failed view [2024-10-27 00:00, 2024-10-28 00:00)" in result.stderr
     assert not bad.exists() and len(list(out.glob("_rivulet/quarantine/view/*/*"))) == 1
     planned, _ = plan(job, D26, D29, output=out)
-    assert [(p.task.start.day, p.state, p.run) for p in planned] == [
+    assert [(p.task.start.day, p.state, p.compute) for p in planned] == [
         (26, "committed", False),
         (27, "failed", True),
         (28, "committed", False),
@@ -136,7 +136,7 @@ def test_plan_shows_an_unreadable_interval_and_changes_nothing(store):
     damaged, entries = bad.read_bytes(), Ledger(out).entries()
 
     planned, _ = plan(job, D26, D29, output=out)
-    assert [(p.task.start.day, p.state, p.run) for p in planned] == [
+    assert [(p.task.start.day, p.state, p.compute) for p in planned] == [
         (26, "committed", False),
         (27, "unreadable", True),
         (28, "committed", False),

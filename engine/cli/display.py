@@ -51,7 +51,7 @@ class RunProgress:
             self._progress.stop()
 
     def update(self, event: object) -> None:
-        """Take one event of the run (see engine.run.RunPlanned and engine.execute.local)."""
+        """Take one event of the run (engine.summary.RunPlanned and engine.execute.protocol)."""
         if isinstance(event, RunPlanned):
             for note in event.notes:
                 err.print(f"[yellow]Note:[/] {note}")
@@ -221,7 +221,7 @@ def print_plan(planned: list[PlannedInterval], notes: list[str]) -> None:
     }
     for item in planned:
         state = f"[{colours[item.state]}]{item.state}[/]"
-        action = "compute" if item.run else "keep" if item.state == "committed" else "refuse"
+        action = "compute" if item.compute else "keep" if item.state == "committed" else "refuse"
         table.add_row(item.task.feature_view, item.task.label.split(" ", 1)[1], state, action)
     out.print(table)
     counts = Counter(item.state for item in planned)

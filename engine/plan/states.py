@@ -24,7 +24,7 @@ class PlannedInterval:
     task: Task
     state: str  # "committed", "stale" (committed by another definition), "failed", "missing",
     # or "unreadable" (its file cannot be read: a run moves it aside and computes it again)
-    run: bool
+    compute: bool
     note: str | None = None
 
 
@@ -63,8 +63,8 @@ def plan_intervals(
                 state = "failed" if (view.name, start) in failed else "missing"
             else:
                 state = "committed" if fingerprint == view.fingerprint else "stale"
-            run = overwrite or state in ("failed", "missing", "unreadable")
-            planned.append(PlannedInterval(Task(view.name, start, end), state, run, note))
+            compute = overwrite or state in ("failed", "missing", "unreadable")
+            planned.append(PlannedInterval(Task(view.name, start, end), state, compute, note))
     stale = [p for p in planned if p.state == "stale"]
     if stale and not (overwrite or allow_stale):
         raise SettingsError(_stale_message(stale))
