@@ -3,5 +3,7 @@
 classification, timeouts, 429 adaptation, the dispatch of fast rows to threads, and stopping.
 Batch materialization uses it per micro-batch or row; realtime serving will per request.
 
-May import: engine.define, engine.errors. It knows nothing of plans, stores or workers.
+May import: engine.errors and the plain values of engine.define (policies, resources,
+secrets, schedules); never its feature views (what to call comes as a CallSpec), nor
+plans, sources, stores or workers.
 """

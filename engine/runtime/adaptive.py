@@ -1,4 +1,4 @@
-"""Calls that adapt to a rate-limited API: AIMD on the 429s of one view's calls on one worker.
+"""Calls that adapt to a rate-limited API: AIMD on the 429s of one CallSpec's calls on one worker.
 
 Until the first 429 the gate only counts starts. A 429 cuts the calls allowed in flight and
 the rate of starts (multiplicative decrease); from then on every attempt waits for a place
@@ -29,27 +29,27 @@ PACE_BURST = 0.05  # seconds of the rate that may start at once after a pause
 
 
 class AdaptiveGate:
-    """The AIMD state of one Caller's calls (one view on one worker), driven by its 429s.
+    """The AIMD state of one Caller's calls (one CallSpec on one worker), driven by its 429s.
 
     `start()` and `end()` are the policy, timed by `clock`; `attempt()` wraps one attempt in
     them and, once a 429 was seen, makes it wait for a place and for its turn at the rate.
     A 429 from an attempt started after the last cut (so one cut per window of calls in
     flight) multiplies the limit and the rate by CUT; the first cut starts from the rate of
     starts over about the last WINDOW. Each paced success adds 1/limit to the limit (one per
-    window of calls, up to the view's concurrency) and GROWTH * ceiling / rate to the rate,
+    window of calls, up to `concurrency`) and GROWTH * ceiling / rate to the rate,
     the ceiling being the rate last cut from: kept busy, the rate climbs back by GROWTH of
-    the ceiling a second. What it learnt goes to `stats.adapted[view]`.
+    the ceiling a second. What it learnt goes to `stats.adapted[name]`.
     """
 
     def __init__(
         self,
-        view: str,
+        name: str,
         concurrency: int,
         stats: CallStats,
         stopper: Stopper | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._view = view
+        self._name = name
         self._most = concurrency
         self._stats = stats
         self._stopper = stopper or Stopper()
@@ -129,7 +129,7 @@ class AdaptiveGate:
             seconds = max(now - then, SHORTEST_WINDOW)
             self._ceiling = (self._started - started) / seconds
             self._marks.clear()
-            self._stats.adapted[self._view] = self._learnt
+            self._stats.adapted[self._name] = self._learnt
         else:
             self._ceiling = self.rate
         self.rate = max(LOWEST_RATE, self._ceiling * CUT)

@@ -12,7 +12,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Executor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from tenacity import AsyncRetrying, RetryCallState
@@ -50,7 +50,7 @@ class CallSpec:
     concurrency: int
     takes_context: bool = False
     providers: tuple[ResourceProvider, ...] = ()
-    retry: RetryPolicy = RetryPolicy()
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
 
     @property
     def is_async(self) -> bool:
@@ -95,7 +95,10 @@ class Caller:
         self._limits = limits
         self._stats = stats
         self._threads = threads
-        broken = lambda exc: any(pool.is_broken_by(p, exc) for p in spec.providers)  # noqa: E731
+
+        def broken(exc: BaseException) -> bool:  # retried too: the next attempt gets a new one
+            return any(pool.is_broken_by(p, exc) for p in spec.providers)
+
         self._retry_args = tenacity_args(spec.retry, also=broken)
         self.dispatch = Dispatch(spec.concurrency)  # rows per thread task, tasks at once
         self._gate = AdaptiveGate(spec.name, spec.concurrency, stats, stopper)  # AIMD on 429s

@@ -18,13 +18,27 @@ import pyarrow as pa
 from engine.arrow import to_rows
 from engine.define.feature_views import BatchFeatureView
 from engine.errors import Interrupted, OutputError, RivuletError, TransformError, one_line
-from engine.runtime.caller import Caller, FailedCall
+from engine.runtime.caller import Caller, CallSpec, FailedCall
 from engine.runtime.calls import ordered_map
 from engine.runtime.context import Context
 from engine.store.dead_letters import DeadLetters
 from engine.work.conform import checked_features, describe_row, frame_to_table, rows_to_table
 
 T = TypeVar("T")
+
+
+def call_spec(view: BatchFeatureView) -> CallSpec:
+    """How the call runtime calls the view's transform: with its resources, under its retry
+    policy, timeout and concurrency."""
+    return CallSpec(
+        name=view.name,
+        function=view.function,
+        takes_context=view.takes_context,
+        providers=tuple(provider for _, provider in view.resource_providers),
+        retry=view.retry_policy,
+        timeout=view.call_timeout,
+        concurrency=view.concurrency,
+    )
 
 
 async def run_transform(
@@ -167,7 +181,8 @@ def _failed(view: BatchFeatureView, failed: FailedCall, where: Callable[[], str]
     tries = f", after {failed.attempts} attempts" if failed.attempts > 1 else ""
     error = TransformError(
         f"Feature view '{view.name}': the transform raised {type(failed.error).__name__}: "
-        f"{one_line(failed.error)} (on {where()}{tries})."
+        f"{one_line(failed.error)} (on {where()}{tries}).",
+        view=view.name,
     )
     error.__cause__ = failed.error
     return _Failed(error, failed.attempts)

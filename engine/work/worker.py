@@ -32,7 +32,7 @@ from engine.runtime.stopping import Stopper
 from engine.runtime.threads import DaemonThreads
 from engine.store.dead_letters import DeadLetters
 from engine.store.parquet import PartitionWriter, partition_dir
-from engine.work.modes import run_transform
+from engine.work.modes import call_spec, run_transform
 
 
 @dataclass(frozen=True)
@@ -179,7 +179,7 @@ class Worker:
         caller = self._callers.get(view.name)
         if caller is None:
             caller = Caller(
-                view, self._pool, self._limits, self._stats, self._threads, self._stopper
+                call_spec(view), self._pool, self._limits, self._stats, self._threads, self._stopper
             )
             self._callers[view.name] = caller
         dead_letters = DeadLetters(view, task.start, task.end, self._redact)
