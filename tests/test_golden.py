@@ -15,7 +15,7 @@ import psycopg
 import pytest
 
 from engine.define.golden import GoldenTest
-from engine.errors import DefinitionError, SettingsError
+from engine.errors import DefinitionError, GoldenError
 from engine.testing import CellChange, assert_matches_golden, find_golden_test, run_golden
 from engine.testing.diff import compare
 from fixtures.mock_api import MockAPI, embed, score
@@ -200,7 +200,7 @@ def test_a_job_without_a_golden_test_is_told_what_to_declare(write_job) -> None:
         def n(row):
             return {"n": 1}
         """, name="no_golden")  # fmt: skip
-    with pytest.raises(SettingsError, match=r"Job 'no_golden' \(.*\) declares no GoldenTest") as e:
+    with pytest.raises(GoldenError, match=r"Job 'no_golden' \(.*\) declares no GoldenTest") as e:
         find_golden_test(job)
     assert "golden = GoldenTest(start=datetime(2024, 10, 26), end=datetime(2024, 10, 27))" in str(
         e.value

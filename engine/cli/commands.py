@@ -50,7 +50,7 @@ def _reports_errors(command: Callable[..., Any]) -> Callable[..., Any]:
         except RivuletError as exc:
             if debug:
                 raise
-            _bad_input(exc.kind, str(exc), kwargs.get("as_json", False))
+            _bad_input(exc.kind, str(exc), kwargs.get("as_json", False), exc.exit_code)
         except Exception as exc:
             if debug or not _store_error(exc):
                 raise
@@ -65,13 +65,13 @@ def _reports_errors(command: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-def _bad_input(kind: str, message: str, as_json: bool) -> None:
-    """Report an error found before any work, and exit 2."""
+def _bad_input(kind: str, message: str, as_json: bool, code: int = EXIT_BAD_INPUT) -> None:
+    """Report an error that stopped the command (found before any work: exit 2), and exit."""
     if as_json:
         click.echo(json.dumps({"ok": False, "error": {"kind": kind, "message": message}}))
     else:
         click.echo(f"{kind}: {message}", err=True)
-    sys.exit(EXIT_BAD_INPUT)
+    sys.exit(code)
 
 
 def _store_error(exc: Exception) -> bool:

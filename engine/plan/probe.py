@@ -10,19 +10,19 @@ from collections.abc import Iterable
 
 from engine.define.feature_views import BatchFeatureView
 from engine.define.sources import PythonConfig
-from engine.errors import SourceError
+from engine.errors import SourceError, SourceSchemaError
 from engine.read.sources import source_cursor, source_relation, window_column_type
 
 
 def probe_sources(views: Iterable[BatchFeatureView]) -> None:
-    """Raise one SourceError, a paragraph per view, if any view's source matches no file,
+    """Raise one SourceSchemaError, a paragraph per view, if any view's source matches no file,
     lacks its window column or has it as other than a timestamp, or lacks a join key the
     transform does not name (so cannot return). DuckDB only binds each source's query: no
     row is read. PythonConfig sources are left out, since describing them means calling
     the loader."""
     paragraphs = [" ".join(problems) for view in views if (problems := _problems(view))]
     if paragraphs:
-        raise SourceError("\n\n".join(paragraphs))
+        raise SourceSchemaError("\n\n".join(paragraphs))
 
 
 def _problems(view: BatchFeatureView) -> list[str]:

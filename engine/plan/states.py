@@ -9,7 +9,7 @@ from datetime import datetime
 from pathlib import Path
 
 from engine.define.feature_views import BatchFeatureView
-from engine.errors import SettingsError
+from engine.errors import StaleIntervals
 from engine.plan.tasks import Task
 from engine.store.ledger import Ledger
 from engine.store.parquet import UnreadableFile, committed_files
@@ -67,7 +67,7 @@ def plan_intervals(
             planned.append(PlannedInterval(Task(view.name, start, end), state, compute, note))
     stale = [p for p in planned if p.state == "stale"]
     if stale and not (overwrite or allow_stale):
-        raise SettingsError(_stale_message(stale))
+        raise StaleIntervals(_stale_message(stale), view=stale[0].task.feature_view)
     order = {view.name: i for i, view in enumerate(views)}
     return sorted(planned, key=lambda p: (p.task.start, order[p.task.feature_view]))
 

@@ -102,7 +102,8 @@ def _unreadable(
 ) -> SourceError:
     return SourceError(
         f"Feature view '{view.name}': source '{view.source.name}' ({config.describe()}) "
-        f"cannot be read: {str(exc).splitlines()[0]}"
+        f"cannot be read: {str(exc).splitlines()[0]}",
+        view=view.name,
     )
 
 
@@ -131,7 +132,8 @@ def _missing_window_column(view: BatchFeatureView, columns: list[str]) -> Source
     return SourceError(
         f"Feature view '{view.name}': source '{view.source.name}' has no column "
         f"'{view.window_field}' to filter the interval on; its columns are "
-        f"{', '.join(columns)}. Set timestamp_field to one of them."
+        f"{', '.join(columns)}. Set timestamp_field to one of them.",
+        view=view.name,
     )
 
 
@@ -139,7 +141,8 @@ def _not_a_timestamp(view: BatchFeatureView, column_type: object) -> SourceError
     return SourceError(
         f"Feature view '{view.name}': column '{view.window_field}' of source "
         f"'{view.source.name}' is {column_type}, not a timestamp; cast it in a DuckDBConfig "
-        f"query or fix the data."
+        f"query or fix the data.",
+        view=view.name,
     )
 
 
@@ -152,14 +155,16 @@ def _read_python(
     except Exception as exc:
         raise SourceError(
             f"Feature view '{view.name}': the loader '{name}' of source '{view.source.name}' "
-            f"raised {type(exc).__name__}: {one_line(exc)}"
+            f"raised {type(exc).__name__}: {one_line(exc)}",
+            view=view.name,
         ) from exc
     try:
         collected = _filter_lazy(view, loaded, start, end)
     except Exception as exc:
         raise SourceError(
             f"Feature view '{view.name}': the loader '{name}' of source '{view.source.name}' "
-            f"returned a LazyFrame that failed to collect: {type(exc).__name__}: {one_line(exc)}"
+            f"returned a LazyFrame that failed to collect: {type(exc).__name__}: {one_line(exc)}",
+            view=view.name,
         ) from exc
     table = _to_arrow(view, name, collected)
     if view.window_field not in table.column_names:
@@ -197,7 +202,8 @@ def _to_arrow(view: BatchFeatureView, name: str, frame: Any) -> pa.Table:
     raise SourceError(
         f"Feature view '{view.name}': the loader '{name}' of source '{view.source.name}' returned "
         f"{type(frame).__name__}; return a Polars DataFrame or LazyFrame, a pandas DataFrame or "
-        f"an Arrow table."
+        f"an Arrow table.",
+        view=view.name,
     )
 
 

@@ -11,7 +11,7 @@ from typing import Any
 from engine.define.resources import ResourceProvider, SecretSpec
 from engine.define.schedule import Schedule
 from engine.define.secrets import Secret
-from engine.errors import ResourceError, SecretError
+from engine.errors import ResourceError, TransformError
 
 
 class _Declared(Mapping[str, Any]):
@@ -61,7 +61,7 @@ class Secrets(_Declared):
         )
 
     def _undeclared(self, message: str) -> Exception:
-        return SecretError(message + " Add it to secrets={...}.")
+        return TransformError(message + " Add it to secrets={...}.")
 
     def __repr__(self) -> str:
         return f"Secrets({', '.join(f'{k}=***' for k in self._values)})"

@@ -163,7 +163,8 @@ class ResourcePool:
             error = ResourceError(
                 f"Resource provider '{provider.name}' did not finish building its resource "
                 f"within its init_timeout of {provider.init_timeout:g} s; raise init_timeout "
-                f"if it is just slow, or find what it waits on."
+                f"if it is just slow, or find what it waits on.",
+                provider=provider.name,
             )
             self._failed[provider.name] = error
             raise error from None
@@ -181,7 +182,8 @@ class ResourcePool:
     def _give_up(self, provider: ResourceProvider, exc: Exception) -> ResourceError:
         error = ResourceError(
             f"Resource provider '{provider.name}' failed to build its resource after "
-            f"{provider.init_retry.max_attempts} attempt(s): {type(exc).__name__}: {one_line(exc)}"
+            f"{provider.init_retry.max_attempts} attempt(s): {type(exc).__name__}: {one_line(exc)}",
+            provider=provider.name,
         )
         self._failed[provider.name] = error
         return error
@@ -248,7 +250,8 @@ def _start(provider: ResourceProvider, args: tuple[Any, ...]) -> tuple[Any, Any]
         except StopIteration:
             raise ResourceError(
                 f"Resource provider '{provider.name}' is a generator that returned without "
-                f"yielding a resource."
+                f"yielding a resource.",
+                provider=provider.name,
             ) from None
     return made, made
 

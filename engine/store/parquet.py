@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from engine.define.schedule import as_utc
-from engine.errors import SettingsError, StoreError, one_line
+from engine.errors import StoreError, one_line
 
 DATA_FILE = "data.parquet"
 _FOLDER = "interval_start=%Y-%m-%dT%H-%M-%SZ"
@@ -185,7 +185,7 @@ def committed_files(
             continue
         values = {k.decode(): v.decode() for k, v in (metadata.metadata or {}).items()}
         if "rivulet.interval_start" not in values or "rivulet.interval_end" not in values:
-            raise SettingsError(
+            raise StoreError(
                 f"{path} is not a file Rivulet wrote (it has no rivulet.interval_start "
                 f"metadata); move it out of the offline store."
             )

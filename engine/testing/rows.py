@@ -19,7 +19,7 @@ from typing import Any
 import pyarrow as pa
 
 from engine.define.feature_views import BatchFeatureView
-from engine.errors import SettingsError
+from engine.errors import GoldenError
 
 Row = dict[str, Any]
 
@@ -101,7 +101,7 @@ def read_output(output: Path, view: BatchFeatureView) -> tuple[list[str], list[R
 
 
 def read_golden(path: Path) -> tuple[list[str], list[Row]]:
-    """The rows of a golden file and its columns (in first-seen order); a SettingsError names
+    """The rows of a golden file and its columns (in first-seen order); a GoldenError names
     the file and line of anything that is not a JSON object."""
     columns: dict[str, None] = {}
     rows = []
@@ -113,7 +113,7 @@ def read_golden(path: Path) -> tuple[list[str], list[Row]]:
         except json.JSONDecodeError as exc:
             row = exc
         if not isinstance(row, dict):
-            raise SettingsError(
+            raise GoldenError(
                 f"Golden file '{path}' line {number} is not a JSON object: {line[:120]!r}. "
                 f"Fix it, or rewrite the file with `rivulet test JOB --update`."
             )

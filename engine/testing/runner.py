@@ -14,7 +14,7 @@ from typing import Any
 
 from engine.define.feature_views import BatchFeatureView
 from engine.define.golden import GoldenTest
-from engine.errors import DefinitionError, SettingsError
+from engine.errors import DefinitionError, GoldenError, SettingsError
 from engine.plan.job import Job, load_job
 from engine.run import OnEvent, backfill
 from engine.summary import RunSummary
@@ -106,7 +106,7 @@ def find_golden_test(job: str | Path) -> GoldenTest:
     module = _module_of(loaded)
     found = list({id(v): v for v in vars(module).values() if isinstance(v, GoldenTest)}.values())
     if not found:
-        raise SettingsError(
+        raise GoldenError(
             f"Job '{loaded.name}' ({loaded.path}) declares no GoldenTest, so there is no range "
             f"to test. Declare one at module level, e.g. {DECLARATION}."
         )
@@ -204,7 +204,7 @@ def _check(view: BatchFeatureView, output: Path, path: Path, update: bool) -> tu
     if not missing:
         try:
             golden = read_golden(path)
-        except SettingsError:
+        except GoldenError:
             if not update:
                 raise
             missing = True  # unreadable: the update replaces it whole

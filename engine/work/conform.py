@@ -38,13 +38,17 @@ def checked_features(view: BatchFeatureView, source_row: dict[str, Any], returne
     if not isinstance(returned, dict):
         raise OutputError(
             f"Feature view '{view.name}' returned {type(returned).__name__} for the row "
-            f"{describe_row(view, source_row)}; a python-mode transform returns a dict of features."
+            f"{describe_row(view, source_row)}; a python-mode transform returns a dict of "
+            f"features.",
+            view=view.name,
         )
     declared = view.feature_names
     if returned.keys() != declared and returned.keys() - view.carried_columns != declared:
         missing = [name for name in declared if name not in returned]
         extra = [n for n in returned if n not in declared and n not in view.carried_columns]
-        raise OutputError(_mismatch_message(view, source_row, missing, extra, returned))
+        raise OutputError(
+            _mismatch_message(view, source_row, missing, extra, returned), view=view.name
+        )
     return returned
 
 
@@ -100,7 +104,7 @@ def frame_to_table(
     extra = [name for name in table.column_names if name not in schema.names]
     if missing or extra:
         rows = table.slice(0, 1).to_pylist() or source.slice(0, 1).to_pylist() or [{}]
-        raise OutputError(_mismatch_message(view, rows[0], missing, extra, rows[0]))
+        raise OutputError(_mismatch_message(view, rows[0], missing, extra, rows[0]), view=view.name)
     arrays = [_cast(view, field, table[field.name], table) for field in schema]
     table = pa.Table.from_arrays(arrays, schema=schema)
     _check_keys(view, table, table)
@@ -122,7 +126,8 @@ def _carry(
             f"{_count(table.num_rows, 'row')} for the {_count(source.num_rows, 'input row')}"
             f"{f' starting at {describe_row(view, first[0])}' if first else ''}, without "
             f"{_listed(lacking)}; a frame without the join keys and timestamp must return one "
-            f"row per input row, {order}, or return them as columns."
+            f"row per input row, {order}, or return them as columns.",
+            view=view.name,
         )
     if pandas:
         table = _in_input_order(view, result.index, table, lacking)
@@ -154,7 +159,8 @@ def _in_input_order(
         f"{_listed(lacking)}, with an index that is not the input's: {problem}. Rivulet matches "
         f"such rows to the input rows (labelled 0 to {table.num_rows - 1}) by index label: keep "
         f"the input's label on each row (do not reset_index() after sorting or grouping), or "
-        f"return {_listed(lacking)} as columns."
+        f"return {_listed(lacking)} as columns.",
+        view=view.name,
     )
 
 
@@ -169,7 +175,8 @@ def _source_column(
         return source.column(view.window_field)
     raise OutputError(
         f"Feature view '{view.name}': join key '{name}' is neither a column of the source "
-        f"(columns: {', '.join(source.schema.names)}) nor returned by the transform."
+        f"(columns: {', '.join(source.schema.names)}) nor returned by the transform.",
+        view=view.name,
     )
 
 
@@ -201,7 +208,9 @@ def _cast(
             raise OutputError(
                 f"Feature view '{view.name}': '{field.name}' is declared {declared!r} but the "
                 f"transform returned {type(value).__name__} ({shown}) for the row "
-                f"{describe_row(view, row)}; return {_wanted(declared)}."
+                f"{describe_row(view, row)}; return {_wanted(declared)}.",
+                view=view.name,
+                feature=field.name,
             ) from None
     return pa.concat_arrays(arrays) if arrays else pa.array([], field.type)
 
@@ -271,7 +280,8 @@ def _check_keys(view: BatchFeatureView, table: pa.Table, rows: pa.RecordBatch | 
                 f"Feature view '{view.name}': '{name}' is null for the row "
                 f"{describe_row(view, row)}; every output row needs its join keys and "
                 f"timestamp: return a non-null '{name}' for each row, or filter out the rows "
-                f"that have none."
+                f"that have none.",
+                view=view.name,
             )
 
 
@@ -290,7 +300,8 @@ def _check_window(
     raise OutputError(
         f"Feature view '{view.name}' returned a row outside its interval "
         f"[{start:%Y-%m-%d %H:%M}, {end:%Y-%m-%d %H:%M}): {describe_row(view, row)}; "
-        f"a transform must keep '{view.timestamp_field}' within the interval it computes."
+        f"a transform must keep '{view.timestamp_field}' within the interval it computes.",
+        view=view.name,
     )
 
 
@@ -305,13 +316,15 @@ def _as_table(view: BatchFeatureView, result: Any) -> pa.Table:
         raise OutputError(
             f"Feature view '{view.name}' ({view.mode} mode) returned a frame Arrow cannot "
             f"convert: {'; '.join(map(one_line, error.args))}; return values of one type in "
-            f"each column."
+            f"each column.",
+            view=view.name,
         ) from None
     if table is not None:
         return table
     raise OutputError(
         f"Feature view '{view.name}' ({view.mode} mode) returned {type(result).__name__}; "
-        f"return a {view.mode} frame with the declared features."
+        f"return a {view.mode} frame with the declared features.",
+        view=view.name,
     )
 
 
