@@ -116,8 +116,10 @@ def _run_here(
     remaining = iter(tasks)
     workers: list[Worker] = []
     callback_errors: list[Exception] = []
+    own_thread = _loop_running()
+    passed_on: queue.SimpleQueue[Event] = queue.SimpleQueue()
 
-    def emit(event: Event) -> None:
+    def handle(event: Event) -> None:
         try:
             tally.handle(event)
         except Exception as exc:  # the caller's callback: not the interval's fault
@@ -126,6 +128,7 @@ def _run_here(
 
     def work() -> None:
         take = lambda: next(remaining, None)  # noqa: E731
+        emit = passed_on.put if own_thread else handle  # on_event runs on the caller's thread
         serve(settings, secret_values, take, emit, stop.is_set, workers.append)
 
     def stop_all() -> None:
@@ -137,11 +140,11 @@ def _run_here(
         for worker in workers:
             worker.cancel() if cancel else worker.stop()
         stop.set()
-        emit(Stopping(cancel))
+        handle(Stopping(cancel))
 
     with _stop_on_signals(lambda: on_signal(False), lambda: on_signal(True)):
-        if _loop_running():
-            _on_own_thread(work)
+        if own_thread:
+            _on_own_thread(work, passed_on, handle)
         else:
             work()
     if callback_errors:
@@ -157,8 +160,11 @@ def _loop_running() -> bool:
     return True
 
 
-def _on_own_thread(work: Callable[[], None]) -> None:
-    """Run `work` on a new thread and wait for it, letting signal handlers run meanwhile."""
+def _on_own_thread(
+    work: Callable[[], None], events: queue.SimpleQueue[Event], handle: Callable[[Event], None]
+) -> None:
+    """Run `work` on a new thread and `handle` the events it puts, here, until it ends; the
+    waits are short, so signal handlers run meanwhile."""
     errors: list[BaseException] = []
 
     def target() -> None:
@@ -169,8 +175,9 @@ def _on_own_thread(work: Callable[[], None]) -> None:
 
     thread = threading.Thread(target=target, name="rivulet-worker", daemon=True)
     thread.start()
-    while thread.is_alive():
-        thread.join(0.1)
+    while thread.is_alive() or not events.empty():
+        with contextlib.suppress(queue.Empty):
+            handle(events.get(timeout=0.05))
     if errors:
         raise errors[0]
 
