@@ -6,20 +6,20 @@ import os
 import secrets
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
 from engine.define.feature_views import BatchFeatureView
-from engine.define.policies import rate_problem
-from engine.define.resources import ResourceProvider
 from engine.define.schedule import as_utc
 from engine.errors import SettingsError
 from engine.execute.local import LocalExecutor
 from engine.execute.protocol import Event, Executor, WorkerExited
 from engine.plan.environments import check_environments
-from engine.plan.intervals import complete_before, not_due_note, range_notes, split_due, tile
+from engine.plan.intervals import Windows, complete_before, due_windows, not_due_note, split_due
 from engine.plan.job import Job, load_job
 from engine.plan.probe import probe_sources
+from engine.plan.rates import check_rate_overrides, worker_rates
 from engine.plan.secrets import resolve_secrets, short_secret_notes
 from engine.plan.states import PlannedInterval, plan_intervals
 from engine.plan.tasks import Task
@@ -30,8 +30,25 @@ from engine.store.reconcile import reconcile
 from engine.summary import RunPlanned, RunSummary
 from engine.work.worker import RunSettings, TaskResult
 
-Windows = dict[str, list[tuple[datetime, datetime]]]
 OnEvent = Callable[[Event | RunPlanned], None]
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    """What one run is asked to do: `backfill` and `run_due` each build one."""
+
+    job: Job
+    views: list[BatchFeatureView]
+    windows_for: Callable[[Ledger], tuple[Windows, list[str]]]  # the intervals, once locked
+    command: str
+    output: Path
+    workers: int = 1
+    secrets_file: str | Path | None = None
+    rate_limits: Mapping[str, float] = field(default_factory=dict)
+    overwrite: bool = False
+    allow_stale: bool = False
+    on_event: OnEvent = lambda event: None
+    executor: Executor | None = None
 
 
 def backfill(
@@ -66,12 +83,15 @@ def backfill(
         summary = backfill("jobs/embeddings.py", datetime(2024, 10, 26), datetime(2024, 11, 9))
         assert summary.ok, summary.failed
     """
-    loaded, views, notes = _load(job, feature_views)
-    windows, window_notes = _windows(views, start, end, now)
-    notes += window_notes
-    return _materialize(
-        loaded, views, lambda ledger: (windows, notes), "backfill", output, workers,
-        secrets_file, rate_limits, overwrite, allow_stale, on_event, executor,
+    loaded = load_job(job)
+    views, notes = loaded.materialized(feature_views)
+    windows, window_notes = due_windows(views, start, end, now)
+    return materialize(
+        RunRequest(
+            loaded, views, lambda ledger: (windows, notes + window_notes), "backfill",
+            Path(output), workers, secrets_file, rate_limits or {}, overwrite, allow_stale,
+            on_event, executor,
+        )
     )  # fmt: skip
 
 
@@ -98,7 +118,8 @@ def run_due(
     Example:
         summary = run_due("jobs/embeddings.py")  # from cron, hourly or daily
     """
-    loaded, views, load_notes = _load(job, feature_views)
+    loaded = load_job(job)
+    views, load_notes = loaded.materialized(feature_views)
     now = as_utc(now or datetime.now(UTC))
     until = as_utc(until or now)
 
@@ -123,9 +144,11 @@ def run_due(
                 notes.append(not_due_note(view.name, view.data_delay, waiting))
         return windows, notes
 
-    return _materialize(
-        loaded, views, due, "run", output, workers, secrets_file, rate_limits,
-        False, allow_stale, on_event, executor,
+    return materialize(
+        RunRequest(
+            loaded, views, due, "run", Path(output), workers, secrets_file, rate_limits or {},
+            False, allow_stale, on_event, executor,
+        )
     )  # fmt: skip
 
 
@@ -145,68 +168,20 @@ def plan(
     Example:
         planned, notes = plan("jobs/embeddings.py", datetime(2024, 10, 26), datetime(2024, 11, 9))
     """
-    _, views, notes = _load(job, feature_views)
-    windows, window_notes = _windows(views, start, end, now)
+    views, notes = load_job(job).materialized(feature_views)
+    windows, window_notes = due_windows(views, start, end, now)
     planned = plan_intervals(output, views, windows, overwrite=overwrite, allow_stale=True)
     return planned, notes + window_notes
 
 
-def _load(
-    job: str | Path, feature_views: Sequence[str]
-) -> tuple[Job, list[BatchFeatureView], list[str]]:
-    """The job, its selected views that materialize offline, and notes on those that do not
-    (`offline=False`) or ask for what Rivulet does not do yet (`online=True`)."""
-    loaded = load_job(job)
-    views, notes = [], []
-    for view in loaded.select(feature_views):
-        if view.online:
-            notes.append(
-                f"Feature view '{view.name}' has online=True: Rivulet does not materialize "
-                f"online yet; its offline rows are written as usual."
-            )
-        if view.offline:
-            views.append(view)
-        else:
-            notes.append(f"Feature view '{view.name}' has offline=False and is left out.")
-    return loaded, views, notes
-
-
-def _windows(
-    views: Sequence[BatchFeatureView], start: datetime, end: datetime, now: datetime | None
-) -> tuple[Windows, list[str]]:
-    """Each view's intervals over [start, end) that are due at `now` (default: the clock),
-    and notes on clipping, widening and intervals not due yet."""
-    now = as_utc(now or datetime.now(UTC))
-    windows, notes = {}, []
-    for view in views:
-        tiled = tile(view.feature_start_time, view.batch_schedule, start, end)
-        notes += range_notes(view.name, view.feature_start_time, start, end, tiled)
-        windows[view.name], waiting = split_due(tiled, view.data_delay, now)
-        if waiting:
-            notes.append(not_due_note(view.name, view.data_delay, waiting))
-    return windows, notes
-
-
-def _materialize(
-    loaded: Job,
-    views: list[BatchFeatureView],
-    windows_for: Callable[[Ledger], tuple[Windows, list[str]]],
-    command: str,
-    output: str | Path,
-    workers: int,
-    secrets_file: str | Path | None,
-    rate_limits: Mapping[str, float] | None,
-    overwrite: bool,
-    allow_stale: bool,
-    on_event: OnEvent,
-    executor: Executor | None,
-) -> RunSummary:
+def materialize(request: RunRequest) -> RunSummary:
     """Check, lock the store, reconcile, plan, execute, record: the body of every run."""
     began = time.perf_counter()
+    loaded, views, output, workers = request.job, request.views, request.output, request.workers
     if workers < 1:
         raise SettingsError(f"--workers must be at least 1, not {workers}.")
     providers = {p.name: p for view in views for _, p in view.resource_providers}
-    check_rate_overrides(providers, rate_limits or {})
+    check_rate_overrides(providers, request.rate_limits)
     notes = check_environments(views, loaded.environments)
     cores = os.cpu_count() or 1
     if workers > cores:
@@ -215,24 +190,23 @@ def _materialize(
             f"processes for CPU work, and each already makes its calls concurrently."
         )
         workers = cores
-    secret_values = resolve_secrets(views, secrets_file)
-    output = Path(output)
+    secret_values = resolve_secrets(views, request.secrets_file)
     notes += short_secret_notes(secret_values)
     probe_sources(views)
     with output_lock(output):
         ledger = Ledger(output)
         notes += reconcile(output, views, ledger)
-        windows, planning_notes = windows_for(ledger)
+        windows, planning_notes = request.windows_for(ledger)
         notes = planning_notes + notes
         planned = plan_intervals(
-            output, views, windows, overwrite=overwrite, allow_stale=allow_stale
+            output, views, windows, overwrite=request.overwrite, allow_stale=request.allow_stale
         )
         tasks = [p.task for p in planned if p.compute]
-        rates = worker_rates(views, rate_limits or {}, min(workers, max(len(tasks), 1)))
+        rates = worker_rates(views, request.rate_limits, min(workers, max(len(tasks), 1)))
         run_id = f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
         skipped = len(planned) - len(tasks)
-        on_event(RunPlanned(loaded.name, run_id, tuple(tasks), tuple(notes), skipped))
-        ledger.start_run(run_id, loaded.name, command)
+        request.on_event(RunPlanned(loaded.name, run_id, tuple(tasks), tuple(notes), skipped))
+        ledger.start_run(run_id, loaded.name, request.command)
         settings = RunSettings(str(loaded.path), str(output.resolve()), run_id, rates)
 
         def recover(task: Task) -> TaskResult | None:
@@ -247,9 +221,9 @@ def _materialize(
                 record(ledger, run_id, event)
             elif isinstance(event, WorkerExited):
                 notes.append(event.note)
-            on_event(event)
+            request.on_event(event)
 
-        outcome = (executor or LocalExecutor(workers)).run(
+        outcome = (request.executor or LocalExecutor(workers)).run(
             tasks, settings, secret_values, on_executor_event, recover
         )
         summary = RunSummary(
@@ -273,36 +247,3 @@ def record(ledger: Ledger, run_id: str, result: TaskResult) -> None:
     elif result.error_kind != "Interrupted":
         ledger.fail(task.feature_view, task.start, task.end, run_id,
                     f"{result.error_kind}: {result.error}", result.started_at)  # fmt: skip
-
-
-def check_rate_overrides(
-    providers: Mapping[str, ResourceProvider], overrides: Mapping[str, float]
-) -> None:
-    """SettingsError unless each override names a provider and is a usable rate."""
-    for name, rate in overrides.items():
-        if name not in providers:
-            raise SettingsError(
-                f"--rate-limit names resource provider '{name}', which no selected feature view "
-                f"uses; they use: {', '.join(sorted(providers)) or 'none'}."
-            )
-        problem = rate_problem(rate)
-        if problem:
-            raise SettingsError(f"--rate-limit {name}={rate} {problem}.")
-
-
-def worker_rates(
-    views: Sequence[BatchFeatureView], overrides: Mapping[str, float], workers: int
-) -> dict[str, tuple[float, float]]:
-    """Each rate-limited provider's (requests per second, burst) for one of `workers` workers,
-    so that together they keep to the run's limit. Overrides name providers by their name."""
-    providers = {p.name: p for view in views for _, p in view.resource_providers}
-    check_rate_overrides(providers, overrides)
-    rates = {}
-    for name, provider in providers.items():
-        declared = provider.rate_limit
-        rate = overrides.get(name, declared.requests_per_second if declared else None)
-        if rate is None:
-            continue
-        burst = declared.burst if declared else max(1, round(rate / 10))
-        rates[name] = (rate / workers, max(burst / workers, 1.0))
-    return rates

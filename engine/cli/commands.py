@@ -207,13 +207,12 @@ def plan_command(
 @_reports_errors
 def status(job: str, output: str, debug: bool) -> None:
     """Per feature view of JOB: intervals committed, failed, stale; the last runs."""
-    from engine.cli.display import print_status
-    from engine.plan.job import load_job
-    from engine.store.ledger import Ledger
+    from engine.cli.display import print_runs, print_status
+    from engine.reports import history, status
 
-    loaded = load_job(job)
-    ledger = Ledger.existing(output)
-    print_status(loaded, ledger)
+    loaded, views = status(job, output)
+    print_status(loaded.name, views)
+    print_runs(history(output, job=loaded.name, limit=5))
 
 
 @main.command(name="test")
@@ -292,10 +291,9 @@ def read(
 def history(output: str, limit: int, debug: bool) -> None:
     """Recent runs on the store, newest first, with their outcome."""
     from engine.cli.display import print_runs
-    from engine.store.ledger import Ledger
+    from engine.reports import history as recent_runs
 
-    ledger = Ledger.existing(output)
-    print_runs(ledger.runs(limit=limit) if ledger else [])
+    print_runs(recent_runs(output, limit=limit))
 
 
 def _parse_rates(values: tuple[str, ...]) -> dict[str, float]:
@@ -317,11 +315,6 @@ def _parse_rates(values: tuple[str, ...]) -> dict[str, float]:
 def validate(job: str, debug: bool) -> None:
     """Import JOB, check its definitions and probe its sources without running anything."""
     from engine.cli.display import print_job
-    from engine.plan.environments import check_environments
-    from engine.plan.job import load_job
-    from engine.plan.probe import probe_sources
+    from engine.reports import validate as validate_job
 
-    loaded = load_job(job)
-    notes = check_environments(loaded.feature_views.values(), loaded.environments)
-    probe_sources(loaded.feature_views.values())
-    print_job(loaded, notes)
+    print_job(*validate_job(job))

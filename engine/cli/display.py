@@ -13,7 +13,8 @@ from rich.table import Table
 from engine.execute.protocol import RowsWritten, Stopping, WorkerExited
 from engine.plan.job import Job
 from engine.plan.states import PlannedInterval
-from engine.store.ledger import Ledger, RunRecord
+from engine.reports import ViewStatus
+from engine.store.ledger import RunRecord
 from engine.summary import RunPlanned, RunSummary
 from engine.work.worker import TaskResult
 
@@ -228,27 +229,22 @@ def print_plan(planned: list[PlannedInterval], notes: list[str]) -> None:
     out.print(", ".join(f"{n} {state}" for state, n in sorted(counts.items())) or "no intervals")
 
 
-def print_status(job: Job, ledger: Ledger | None) -> None:
+def print_status(job: str, views: list[ViewStatus]) -> None:
     """Per view: committed intervals (and how many of an older definition), failures, span."""
-    table = Table(title=f"Status of job '{job.name}'")
+    table = Table(title=f"Status of job '{job}'")
     for column in ("feature view", "committed", "stale", "failed", "first", "last", "rows"):
         table.add_column(column, justify="left" if column == "feature view" else "right")
-    entries = ledger.entries() if ledger else []
-    for view in job.feature_views.values():
-        mine = [e for e in entries if e.feature_view == view.name]
-        committed = [e for e in mine if e.state == "committed"]
-        stale = [e for e in committed if e.fingerprint != view.fingerprint]
+    for view in views:
         table.add_row(
             view.name,
-            str(len(committed)),
-            str(len(stale)),
-            str(sum(e.state == "failed" for e in mine)),
-            f"{committed[0].interval_start:%Y-%m-%d %H:%M}" if committed else "-",
-            f"{committed[-1].interval_end:%Y-%m-%d %H:%M}" if committed else "-",
-            f"{sum(e.rows or 0 for e in committed):,}",
+            str(view.committed),
+            str(view.stale),
+            str(view.failed),
+            f"{view.first:%Y-%m-%d %H:%M}" if view.first else "-",
+            f"{view.last:%Y-%m-%d %H:%M}" if view.last else "-",
+            f"{view.rows:,}",
         )
     out.print(table)
-    print_runs(ledger.runs(job=job.name, limit=5) if ledger else [])
 
 
 def print_runs(runs: list[RunRecord]) -> None:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
 
+from engine.define.feature_views import BatchFeatureView
 from engine.define.schedule import Schedule, as_utc, boundary, interval_index
 from engine.errors import SettingsError
 
 Interval = tuple[datetime, datetime]
+Windows = dict[str, list[Interval]]  # each feature view's intervals, by name
 MOST_INTERVALS = 100_000  # per view and run: a century of hours, 270 years of days
 
 
@@ -88,3 +91,19 @@ def range_notes(
             f"[{intervals[0][0]:%Y-%m-%d %H:%M}, {intervals[-1][1]:%Y-%m-%d %H:%M})."
         )
     return notes
+
+
+def due_windows(
+    views: Sequence[BatchFeatureView], start: datetime, end: datetime, now: datetime | None
+) -> tuple[Windows, list[str]]:
+    """Each view's intervals over [start, end) that are due at `now` (default: the clock),
+    and notes on clipping, widening and intervals not due yet."""
+    now = as_utc(now or datetime.now(UTC))
+    windows, notes = {}, []
+    for view in views:
+        tiled = tile(view.feature_start_time, view.batch_schedule, start, end)
+        notes += range_notes(view.name, view.feature_start_time, start, end, tiled)
+        windows[view.name], waiting = split_due(tiled, view.data_delay, now)
+        if waiting:
+            notes.append(not_due_note(view.name, view.data_delay, waiting))
+    return windows, notes

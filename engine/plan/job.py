@@ -39,6 +39,22 @@ class Job:
                 )
         return [v for n, v in self.feature_views.items() if not names or n in names]
 
+    def materialized(self, names: Sequence[str] = ()) -> tuple[list[BatchFeatureView], list[str]]:
+        """The named views (all when none are named) that materialize offline, and notes on
+        those that do not (`offline=False`) or ask what Rivulet does not do yet (`online`)."""
+        views, notes = [], []
+        for view in self.select(names):
+            if view.online:
+                notes.append(
+                    f"Feature view '{view.name}' has online=True: Rivulet does not materialize "
+                    f"online yet; its offline rows are written as usual."
+                )
+            if view.offline:
+                views.append(view)
+            else:
+                notes.append(f"Feature view '{view.name}' has offline=False and is left out.")
+        return views, notes
+
 
 def load_job(path: str | Path) -> Job:
     """Import the job file at `path` (its folder goes on sys.path) and collect its definitions.
