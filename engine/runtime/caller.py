@@ -20,8 +20,8 @@ from tenacity import AsyncRetrying, RetryCallState
 from engine.define.policies import RetryPolicy
 from engine.define.resources import ResourceProvider
 from engine.runtime.adaptive import AdaptiveGate
-from engine.runtime.calls import CallTimeout, call
 from engine.runtime.dispatch import Dispatch
+from engine.runtime.inflight import CallTimeout, call
 from engine.runtime.limits import Limits
 from engine.runtime.resources import ResourcePool
 from engine.runtime.retrying import tenacity_args
@@ -259,7 +259,7 @@ def _run_rows(
         began = time.perf_counter()
         try:
             outcomes.append((True, function(row, **kwargs)))
-        except StopIteration as exc:  # must not cross into asyncio (see calls.call)
+        except StopIteration as exc:  # must not cross into asyncio (see inflight.call)
             outcomes.append((False, RuntimeError(f"StopIteration escaped the call: {exc!r}")))
         except Exception as exc:
             outcomes.append((False, exc))

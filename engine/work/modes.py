@@ -19,8 +19,8 @@ from engine.arrow import to_rows
 from engine.define.feature_views import BatchFeatureView
 from engine.errors import Interrupted, OutputError, RivuletError, TransformError, one_line
 from engine.runtime.caller import Caller, CallSpec, FailedCall
-from engine.runtime.calls import ordered_map
 from engine.runtime.context import Context
+from engine.runtime.inflight import ordered_map
 from engine.store.dead_letters import DeadLetters
 from engine.work.conform import checked_features, describe_row, frame_to_table, rows_to_table
 

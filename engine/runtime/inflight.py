@@ -1,4 +1,5 @@
-"""Concurrent transform calls: sync ones on threads, async ones on the loop, results in order."""
+"""Calls in flight: one call with its timeout (sync ones on threads, async ones on the loop),
+and many at once with results in input order (`ordered_map`)."""
 
 from __future__ import annotations
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from engine.runtime.calls import ordered_map
+from engine.runtime.inflight import ordered_map
 
 
 def test_a_slow_call_does_not_hold_back_later_calls() -> None:
