@@ -81,18 +81,14 @@ async def _run_python(
 
     def finish(row: dict[str, Any], outcome: tuple[Any, int] | FailedCall) -> dict | None:
         """The features for one source row, or None when it is skipped."""
+        if isinstance(outcome, FailedCall):
+            error = _transform_error(view, outcome, lambda: f"the row {describe_row(view, row)}")
+            return _apply_policy(view, [row], outcome.attempts, error, dead_letters)[0]
+        returned, attempts = outcome
         try:
-            if isinstance(outcome, FailedCall):
-                raise _failed(view, outcome, lambda: f"the row {describe_row(view, row)}") from (
-                    outcome.error
-                )
-            returned, attempts = outcome
             return checked_features(view, row, returned)
-        except _Failed as failed:
-            error, attempts = failed.error, failed.attempts
-        except OutputError as output_error:
-            error = output_error
-        return _apply_policy(view, [row], attempts, error, dead_letters)[0]
+        except OutputError as error:
+            return _apply_policy(view, [row], attempts, error, dead_letters)[0]
 
     async def compute(one: list[dict[str, Any]]) -> list[dict | None]:
         try:
@@ -144,17 +140,16 @@ async def _run_frames(
             first = describe_row(view, batch.slice(0, 1).to_pylist()[0])
             return f"the micro-batch of {batch.num_rows} rows starting at {first}"
 
-        attempts = 1
+        error: RivuletError
         try:
+            result, attempts = await caller(to_frame(batch), context)
+        except FailedCall as failed:
+            error, attempts = _transform_error(view, failed, where), failed.attempts
+        else:
             try:
-                result, attempts = await caller(to_frame(batch), context)
-            except FailedCall as failed:
-                raise _failed(view, failed, where) from failed.error
-            return frame_to_table(view, result, batch, context.start_time, context.end_time)
-        except _Failed as failed:
-            error, attempts = failed.error, failed.attempts
-        except OutputError as output_error:
-            error = output_error
+                return frame_to_table(view, result, batch, context.start_time, context.end_time)
+            except OutputError as output_error:
+                error = output_error
         kept = _apply_policy(view, batch.to_pylist(), attempts, error, dead_letters)
         return rows_to_table(view, batch, kept, context.start_time, context.end_time)
 
@@ -164,20 +159,14 @@ async def _run_frames(
             yield table
 
 
-class _Failed(Exception):
-    """A transform call that failed for good, as the error to report and its attempts."""
-
-    def __init__(self, error: TransformError, attempts: int) -> None:
-        self.error = error
-        self.attempts = attempts
-
-
-def _failed(view: BatchFeatureView, failed: FailedCall, where: Callable[[], str]) -> Exception:
-    """The error a call that failed for good ends with: Rivulet's own errors (a resource that
-    cannot be built, an undeclared secret) as they are, since they fail the interval
-    whatever the policy; a user's error as _Failed, for the error policy."""
+def _transform_error(
+    view: BatchFeatureView, failed: FailedCall, where: Callable[[], str]
+) -> TransformError:
+    """A call that failed for good as the TransformError its error policy handles. Rivulet's
+    own errors (a resource that cannot be built, an undeclared secret, a stop) are raised as
+    they are: they fail the interval whatever the policy."""
     if isinstance(failed.error, RivuletError):
-        return failed.error
+        raise failed.error
     tries = f", after {failed.attempts} attempts" if failed.attempts > 1 else ""
     error = TransformError(
         f"Feature view '{view.name}': the transform raised {type(failed.error).__name__}: "
@@ -185,7 +174,7 @@ def _failed(view: BatchFeatureView, failed: FailedCall, where: Callable[[], str]
         view=view.name,
     )
     error.__cause__ = failed.error
-    return _Failed(error, failed.attempts)
+    return error
 
 
 def _rows_table(
