@@ -14,7 +14,7 @@ import pytest
 from polars.testing import assert_frame_equal
 
 from engine import backfill
-from engine.errors import SettingsError
+from engine.errors import SettingsError, SpineError
 from engine.plan.job import load_job
 from engine.retrieve.historical import get_historical_features
 from tests.conftest import JOB_HEADER, make_events
@@ -201,9 +201,9 @@ def test_spine_types_and_reference_forms_agree(built):
 def test_bad_requests_are_settings_errors(built):
     job, output = built
     spine = make_spine()
-    with pytest.raises(SettingsError, match="no join key 'user_id' of feature view 'latest'"):
+    with pytest.raises(SpineError, match="no join key 'user_id' of feature view 'latest'"):
         get_historical_features(spine.drop("user_id"), [f"{job}:latest"], output=output)
-    with pytest.raises(SettingsError, match="2 timestamp columns"):
+    with pytest.raises(SpineError, match="2 timestamp columns"):
         two = spine.with_columns(pl.col("event_time").alias("other_time"))
         get_historical_features(two, [f"{job}:latest"], output=output)
     with pytest.raises(SettingsError, match="has no batch feature view 'nope'"):

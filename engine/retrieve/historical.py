@@ -23,7 +23,7 @@ import pyarrow.compute as pc
 
 from engine.arrow import as_arrow_table, quote
 from engine.define.feature_views import BatchFeatureView
-from engine.errors import SettingsError, one_line
+from engine.errors import SettingsError, SpineError, one_line
 from engine.plan.job import load_job
 from engine.retrieve.offline import read_view
 
@@ -66,7 +66,7 @@ def get_historical_features(
     for view in views:
         missing = [k.name for k in view.join_keys if k.name not in table.column_names]
         if missing:
-            raise SettingsError(
+            raise SpineError(
                 f"The spine has no join key '{missing[0]}' of feature view '{view.name}'; its "
                 f"columns are {', '.join(table.column_names)}."
             )
@@ -116,7 +116,7 @@ def _join(con: duckdb.DuckDBPyConnection, view: BatchFeatureView, rows: pa.Table
     try:
         return con.sql(query, params={"ttl": view.ttl} if view.ttl else None).to_arrow_table()
     except duckdb.Error as exc:
-        raise SettingsError(
+        raise SpineError(
             f"Feature view '{view.name}' cannot be joined onto the spine on "
             f"{', '.join(k.name for k in view.join_keys)}: {one_line(exc)}"
         ) from exc
@@ -131,7 +131,7 @@ def _spine_table(spine: Any) -> pa.Table:
     try:
         return pa.table(spine)
     except (TypeError, ValueError) as exc:
-        raise SettingsError(
+        raise SpineError(
             f"The spine is a {type(spine).__name__}; give a pyarrow Table, or a Polars or pandas "
             f"DataFrame."
         ) from exc
@@ -158,17 +158,17 @@ def _timestamp_column(table: pa.Table, name: str | None) -> str:
     if name is None:
         found = [f.name for f in table.schema if pa.types.is_timestamp(f.type)]
         if len(found) != 1:
-            raise SettingsError(
+            raise SpineError(
                 f"The spine has {len(found)} timestamp columns ({', '.join(found) or 'none'}); "
                 f"name the one to join on with timestamp_field."
             )
         return found[0]
     if name not in table.column_names:
-        raise SettingsError(
+        raise SpineError(
             f"The spine has no column '{name}'; its columns are {', '.join(table.column_names)}."
         )
     if not (pa.types.is_timestamp(table[name].type) or pa.types.is_date(table[name].type)):
-        raise SettingsError(f"The spine column '{name}' is {table[name].type}, not a timestamp.")
+        raise SpineError(f"The spine column '{name}' is {table[name].type}, not a timestamp.")
     return name
 
 
