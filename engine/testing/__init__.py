@@ -3,7 +3,8 @@
 A job declares `golden = GoldenTest(start=..., end=...)`; `run_golden(job)` backfills that
 range into a temporary store and compares each view's rows with `<golden_dir>/<view>.jsonl`
 (one JSON object per row), `run_golden(job, update=True)` rewrites those files, and
-`assert_matches_golden(job)` is the pytest form.
+`assert_matches_golden(job)` is the pytest form. May import the run functions and
+everything below them.
 
 Example:
     from engine.testing import assert_matches_golden
