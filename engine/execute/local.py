@@ -270,13 +270,12 @@ def _run_spawned(
         tally.handle(WorkerExited(pid, code, task, outcome, _TRIES))
         if result is not None:
             tally.handle(result)
-        if queued and len(live) < count:
-            start()  # in the dead worker's place
 
     def handle(event: Event) -> None:
         tally.handle(event)
         if isinstance(event, TaskResult) and event.worker in live:
-            give(event.worker)
+            if live[event.worker].exitcode is None:  # a dead one's task is retried instead
+                give(event.worker)
         elif isinstance(event, WorkerReport | WorkerFailed) and event.worker in live:
             process = live.pop(event.worker)  # its last word: it exits right after
             process.join(_CANCEL_SECONDS)
@@ -309,11 +308,16 @@ def _run_spawned(
             try:
                 handle(events.get(timeout=0.2))
             except queue.Empty:
-                for pid in [pid for pid, p in live.items() if p.exitcode is not None]:
-                    drain()  # what it sent before exiting
-                    code = live.pop(pid).exitcode
+                dead = {pid: p for pid, p in live.items() if p.exitcode is not None}
+                if not dead:
+                    continue
+                drain()  # what they sent before exiting
+                for pid, process in dead.items():
+                    live.pop(pid, None)
                     if pid not in tally.reported:
-                        died(pid, code)
+                        died(pid, process.exitcode)
+                while queued and not stop.is_set() and len(live) < count:
+                    start()  # in the dead workers' places
     for process in live.values():
         process.kill()
         process.join()
