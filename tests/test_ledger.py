@@ -19,7 +19,7 @@ from engine.store.ledger import Ledger
 from tests.conftest import REPO, run_cli
 
 JOB = """
-import os
+import os, threading
 
 @batch_feature_view(name="view", mode="python", sources=[events], entities=[user],
     batch_schedule="6h", feature_start_time=datetime(2024, 10, 26), micro_batch_size=4,
@@ -27,6 +27,8 @@ import os
 def view(row, context):
     with open(os.environ["CALL_LOG"], "a") as log:
         log.write(f"{{context.start_time:%Y-%m-%dT%H}}\\n")
+    if os.environ.get("HOLD_INTERVAL") == f"{{context.start_time:%Y-%m-%dT%H}}":
+        threading.Event().wait(120)  # until the test kills the run (a hang guard)
     time.sleep({delay})
     return {{"score": row["amount"] * {factor}, "words": len(row["text"].split())}}
 """
@@ -93,18 +95,23 @@ def test_a_kill_between_rename_and_ledger_is_repaired_without_recompute(
 @pytest.mark.parametrize("files_before_kill", [3, 7])
 def test_sigkill_at_any_point_then_rerun_matches(write_job, tmp_path, reference, files_before_kill):
     job, out, first = job_file(write_job, delay=0.01), tmp_path / "out", tmp_path / "first.log"
+    # The last interval waits until the kill, so the run cannot end before it however late
+    # the kill comes; the others run as usual, and the kill lands wherever they are.
+    env = {**os.environ, "CALL_LOG": str(first), "HOLD_INTERVAL": "2024-10-28T18"}
     process = subprocess.Popen(
         [sys.executable, "-m", "engine", "backfill", str(job), *RANGE, "--output", str(out),
          "--workers", "2"],
-        cwd=REPO, env={**os.environ, "CALL_LOG": str(first)}, start_new_session=True,
+        cwd=REPO, env=env, start_new_session=True,
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
-    deadline = time.monotonic() + 60
-    while len(list((out / "view").glob("*/data.parquet"))) < files_before_kill:
-        assert process.poll() is None and time.monotonic() < deadline
-        time.sleep(0.01)
-    os.killpg(process.pid, signal.SIGKILL)  # the CLI and both workers, mid-write
-    process.wait()
+    try:
+        deadline = time.monotonic() + 120  # a hang guard, not a speed limit
+        while len(list((out / "view").glob("*/data.parquet"))) < files_before_kill:
+            assert process.poll() is None and time.monotonic() < deadline
+            time.sleep(0.01)
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)  # the CLI and both workers, mid-write
+        process.wait()
     survivors = set(snapshot(out))
     assert files_before_kill <= len(survivors) < 12
 

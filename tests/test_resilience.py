@@ -152,12 +152,30 @@ def view(row, context):
     assert rows.fetchall() == [(144, 7, 7)]
 
 
+def callers(log: Path, what: str) -> set[str]:
+    """The processes that noted `what`."""
+    lines = log.read_text().splitlines() if log.exists() else []
+    return {line.split()[1] for line in lines if line.split()[0] == what}
+
+
+def wait_until(done, process: subprocess.Popen, what: str) -> None:
+    """Poll until `done()`; the process must not end meanwhile."""
+    deadline = time.monotonic() + 120  # a hang guard, not a speed limit
+    while not done():
+        assert process.poll() is None, f"the run ended before {what}"
+        assert time.monotonic() < deadline, f"no {what} within the hang guard"
+        time.sleep(0.02)
+
+
 @pytest.mark.parametrize("workers", [1, 2])
 def test_teardown_runs_for_every_build_when_interrupted(write_job, tmp_path, workers: int):
     # Two spawned workers get one Ctrl-C; one worker in the CLI's process gets two, the
     # second cancelling its interval: either way every resource is torn down, no temporary
     # file is left and the exit code says interrupted.
-    log = tmp_path / "log"
+    log, err = tmp_path / "log", tmp_path / "stderr"
+    # One worker: its calls outlast any delay before the second Ctrl-C, so that one always
+    # finds calls running. Two workers: the one Ctrl-C lets calls in flight finish.
+    seconds = 60 if workers == 1 else 0.3
     job = write_job(
         LOGGER.format(log=str(log))
         + """
@@ -172,24 +190,31 @@ def slow_client():
     concurrency=2, features=[Attribute("n", Int64)], resource_providers={"c": slow_client})
 def view(row, context):
     note("call")
-    time.sleep(0.3)  # long enough for the second signal to find calls running
+    time.sleep(SECONDS)
     return {"n": 1}
-"""
+""".replace("SECONDS", repr(seconds))
     )
-    process = subprocess.Popen(
-        [sys.executable, "-m", "engine", "backfill", str(job), "--start", "2024-10-26",
-         "--end", "2024-10-29", "--output", str(tmp_path / "o"), "--workers", str(workers)],
-        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    deadline = time.monotonic() + 60
-    while calls(log)["call"] < workers if log.exists() else True:
-        assert time.monotonic() < deadline and process.poll() is None
-        time.sleep(0.05)
-    for _ in range(3 - workers):
+    with err.open("w") as stderr_file:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "engine", "backfill", str(job), "--start", "2024-10-26",
+             "--end", "2024-10-29", "--output", str(tmp_path / "o"), "--workers", str(workers)],
+            cwd=REPO, stdout=subprocess.PIPE, stderr=stderr_file, text=True,
+        )  # fmt: skip
+    try:
+        # A call in every worker, so that each has built its client before the Ctrl-C.
+        wait_until(lambda: len(callers(log, "call")) == workers, process, "call in each worker")
         process.send_signal(signal.SIGINT)
-        time.sleep(0.05)
-    stdout, stderr = process.communicate(timeout=60)
+        if workers == 1:  # two signals sent too close together arrive as one
+            wait_until(lambda: "Stopping:" in err.read_text(), process, "'Stopping:' line")
+            process.send_signal(signal.SIGINT)
+        stdout, _ = process.communicate(timeout=60)  # a hang guard: it must exit
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    stderr = err.read_text()
     assert process.returncode == 130, stderr
+    assert ("Cancelling:" in stderr) == (workers == 1), stderr
     done = calls(log)
     assert done["build"] == done["teardown"] == workers
     assert "interrupted" in stdout
@@ -280,7 +305,7 @@ import threading
 @resource_provider({options})
 def counter():
     note("build")
-    return {{"active": 0, "peak": 0, "lock": threading.Lock()}}
+    return {{"active": 0, "peak": 0, "lock": threading.Condition()}}
 
 @batch_feature_view(name="view", mode="python", sources=[events], entities=[user],
     batch_schedule="1d", feature_start_time=datetime(2024, 10, 26), concurrency=8,
@@ -290,6 +315,10 @@ def view(row, context):
     with state["lock"]:
         state["active"] += 1
         state["peak"] = max(state["peak"], state["active"])
+        state["lock"].notify_all()
+        # Until {most} call(s) are in at once, however the threads are scheduled (60 s: a
+        # hang guard): the most the resource should allow, so a peak over it is a breach.
+        state["lock"].wait_for(lambda: state["peak"] >= {most}, timeout=60)
     time.sleep(0.002)
     with state["lock"]:
         state["active"] -= 1
@@ -300,7 +329,7 @@ def view(row, context):
 def test_serialized_resource_sees_one_call_at_a_time(write_job, tmp_path):
     log = tmp_path / "log"
     job = write_job(
-        LOGGER.format(log=str(log)) + THREADS.format(options='thread_safety="serialize"')
+        LOGGER.format(log=str(log)) + THREADS.format(options='thread_safety="serialize"', most=1)
     )
     assert backfill(job, *DAYS, output=tmp_path / "o").ok
     assert calls(log)["build"] == 1
@@ -309,7 +338,9 @@ def test_serialized_resource_sees_one_call_at_a_time(write_job, tmp_path):
 
 def test_max_concurrency_caps_calls_in_flight(write_job, tmp_path):
     log = tmp_path / "log"
-    job = write_job(LOGGER.format(log=str(log)) + THREADS.format(options="max_concurrency=3"))
+    job = write_job(
+        LOGGER.format(log=str(log)) + THREADS.format(options="max_concurrency=3", most=3)
+    )
     summary = backfill(job, *DAYS, output=tmp_path / "o")
     assert summary.ok, summary.failed
     peak = duckdb.sql(f"SELECT max(peak) FROM '{tmp_path}/o/view/*/*.parquet'").fetchall()
@@ -319,7 +350,7 @@ def test_max_concurrency_caps_calls_in_flight(write_job, tmp_path):
 PEAKS = """
 import threading
 
-STATE = {{"active": 0, "peak": 0, "lock": threading.Lock()}}
+STATE = {{"active": 0, "peak": 0, "lock": threading.Condition()}}
 
 @batch_feature_view(name="view", mode="python", sources=[events], entities=[user],
     batch_schedule="1d", feature_start_time=datetime(2024, 10, 26), concurrency=16,
@@ -328,6 +359,9 @@ def view(row):
     with STATE["lock"]:
         STATE["active"] += 1
         STATE["peak"] = max(STATE["peak"], STATE["active"])
+        STATE["lock"].notify_all()
+        if {sleep}:  # a row that waits: also for more rows to join it, up to 0.1 s
+            STATE["lock"].wait_for(lambda: STATE["peak"] > {cpu}, timeout=0.1)
     time.sleep({sleep})
     with STATE["lock"]:
         STATE["active"] -= 1
@@ -337,10 +371,13 @@ def view(row):
 
 @pytest.mark.parametrize("sleep", [0.005, 0])
 def test_rows_in_flight_follow_whether_rows_wait(write_job, tmp_path, sleep: float):
-    # Rows that wait (here 5 ms) get more than the 4 threads of CPU work, up to the view's
-    # 16; rows that return at once are CPU work, run in chunks on at most 4 threads. How
-    # many run at once depends on timing: the bounds do not.
-    job = write_job(LOGGER.format(log=str(tmp_path / "log")) + PEAKS.format(sleep=sleep))
+    # Rows that wait (here 5 ms, after waiting up to 0.1 s for other rows to join them, so
+    # that a slow thread start on a loaded machine cannot keep them apart) get more than the
+    # 4 threads of CPU work, up to the view's 16; rows that return at once are CPU work, run
+    # in chunks on at most 4 threads. How many run at once depends on timing: the bounds do
+    # not.
+    peaks = PEAKS.format(sleep=sleep, cpu=CPU_CHUNKS_IN_FLIGHT)
+    job = write_job(LOGGER.format(log=str(tmp_path / "log")) + peaks)
     summary = backfill(job, *DAYS, output=tmp_path / "o")
     assert summary.ok, summary.failed
     [(seen,)] = duckdb.sql(f"SELECT max(peak) FROM '{tmp_path}/o/view/*/*.parquet'").fetchall()
@@ -353,7 +390,7 @@ def test_rows_in_flight_follow_whether_rows_wait(write_job, tmp_path, sleep: flo
 def test_per_thread_resource_is_built_once_per_thread(write_job, tmp_path):
     log = tmp_path / "log"
     job = write_job(
-        LOGGER.format(log=str(log)) + THREADS.format(options='thread_safety="per_thread"')
+        LOGGER.format(log=str(log)) + THREADS.format(options='thread_safety="per_thread"', most=1)
     )
     summary = backfill(job, *DAYS, output=tmp_path / "o")
     assert summary.ok, summary.failed

@@ -107,6 +107,16 @@ def wait_for(path: Path, what: str, count: int, process: subprocess.Popen) -> No
         time.sleep(0.02)
 
 
+def wait_for_pids(path: Path, what: str, count: int, process: subprocess.Popen) -> None:
+    """Until `count` processes have written a mark of `what`: a mark from each worker, not
+    `count` marks from the first one to start."""
+    deadline = time.monotonic() + 120  # a hang guard, not a speed limit
+    while len(pids(path, what) if path.exists() else ()) < count:
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+
+
 def alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -153,7 +163,7 @@ def test_sigterm_stops_spawned_workers_before_the_cli_exits(write_job, tmp_path)
     job = write_job(MARKS.format(marks=str(log)) + CLIENT + SLOW_CALL)
     out = tmp_path / "o"
     process = start(job, out, "--workers", "2")
-    wait_for(log, "call", 2, process)
+    wait_for_pids(log, "call", 2, process)  # both workers have built their client
     process.send_signal(signal.SIGTERM)  # as timeout, systemd and Kubernetes send it
     _, stderr = finish(process, out)
     assert process.returncode == 130, stderr
@@ -167,7 +177,7 @@ def test_a_worker_whose_parent_died_stops_writing(write_job, tmp_path):
     log = tmp_path / "marks"
     job = write_job(MARKS.format(marks=str(log)) + CLIENT + SLOW_CALL)
     process = start(job, tmp_path / "o", "--workers", "2")
-    wait_for(log, "call", 2, process)
+    wait_for_pids(log, "call", 2, process)  # both workers are known, and mid-interval
     process.kill()  # the CLI alone: its workers are orphaned mid-interval
     process.communicate()
     committed = sorted((tmp_path / "o").rglob("data.parquet"))
