@@ -226,7 +226,8 @@ def _run_spawned(
     kills them `_CANCEL_SECONDS` later. A worker that dies under a task is replaced.
     """
     context = multiprocessing.get_context("spawn")
-    events: Any = context.Queue()
+    pipes: dict[Any, int] = {}  # each worker's own event pipe: a worker killed mid-send
+    # cannot block the others, as it could holding a shared queue's lock
     stop = context.Event()
     queued = deque(tasks)
     live: dict[int, Any] = {}  # pid: process
@@ -236,13 +237,16 @@ def _run_spawned(
 
     def start() -> None:
         inbox = context.Queue()
+        receiver, sender = context.Pipe(duplex=False)
         process = context.Process(
             target=_worker_main,
-            args=(settings, dict(secret_values), inbox, events, stop),
+            args=(settings, dict(secret_values), inbox, sender, stop),
             name=f"rivulet-worker-{len(inboxes)}",
             daemon=True,
         )
         process.start()
+        sender.close()  # the worker's end: EOF here once the worker is gone
+        pipes[receiver] = process.pid
         live[process.pid] = process
         inboxes[process.pid] = inbox
         give(process.pid)
@@ -282,11 +286,20 @@ def _run_spawned(
             if process.is_alive():
                 process.kill()
 
+    def receive(timeout: float) -> bool:
+        """Handle the events the workers sent within `timeout`; whether there were any."""
+        ready = multiprocessing.connection.wait(list(pipes), timeout)
+        for receiver in ready:
+            try:
+                handle(receiver.recv())
+            except (EOFError, OSError):  # the worker is gone, and so is its end
+                del pipes[receiver]
+        return bool(ready)
+
     def drain() -> None:
         """Handle the events already sent (by a worker that exited, say)."""
-        with contextlib.suppress(queue.Empty):
-            while True:
-                handle(events.get(timeout=0.05))
+        while pipes and receive(0.05):
+            pass
 
     for _ in range(count):
         start()
@@ -305,9 +318,7 @@ def _run_spawned(
                 tally.handle(Stopping(cancel=True))
             if time.monotonic() > deadline:
                 break
-            try:
-                handle(events.get(timeout=0.2))
-            except queue.Empty:
+            if not receive(0.2):
                 dead = {pid: p for pid, p in live.items() if p.exitcode is not None}
                 if not dead:
                     continue
@@ -387,13 +398,12 @@ def _worker_main(
             settings,
             secret_values,
             inbox.get,
-            events.put,
+            events.send,
             lambda: stop.is_set() or orphaned.is_set(),
             workers.append,
         )
     finally:
         events.close()
-        events.join_thread()  # every event is in the pipe before the process ends
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(0)
