@@ -39,7 +39,7 @@ def main() -> None:
         ]
         profile = cProfile.Profile()
         profile.enable()
-        results = [worker.run(task) for task in tasks]
+        results = [worker.materialize(task) for task in tasks]
         profile.disable()
         worker.close()
     for result in results:

@@ -35,18 +35,18 @@ from engine.define.types import (
 from engine.errors import RivuletError
 
 if TYPE_CHECKING:
+    from engine.materialize import backfill, plan, run_due
     from engine.retrieve.historical import get_historical_features
     from engine.retrieve.offline import read_features
-    from engine.run import backfill, plan, run_due
     from engine.summary import RunSummary
 
 _LAZY = {
     "RunSummary": "engine.summary",
     "get_historical_features": "engine.retrieve.historical",
     "read_features": "engine.retrieve.offline",
-    "backfill": "engine.run",
-    "plan": "engine.run",
-    "run_due": "engine.run",
+    "backfill": "engine.materialize",
+    "plan": "engine.materialize",
+    "run_due": "engine.materialize",
 }
 
 

@@ -53,7 +53,7 @@ class ReversedThreads:
         self.threads = threads
         self.order: list[Task] = []
 
-    def run(
+    def execute(
         self,
         tasks: Sequence[Task],
         settings: RunSettings,

@@ -14,7 +14,7 @@ import pytest
 
 import engine
 from engine.errors import StoreError
-from engine.run import plan
+from engine.materialize import plan
 from engine.store.ledger import Ledger
 from engine.store.parquet import ROW_GROUP_ROWS, PartitionWriter
 from tests.conftest import make_events, run_cli

@@ -1,5 +1,5 @@
 """The `rivulet` command line: the only package that knows about the terminal. It parses
-arguments, calls the library (engine.run, engine.retrieve, engine.testing) and prints.
+arguments, calls the library (engine.materialize, engine.retrieve, engine.testing) and prints.
 
 May import anything below it.
 """

@@ -134,7 +134,7 @@ def backfill(
 
     Committed intervals are skipped, so a rerun resumes where a failed or killed one stopped.
     """
-    from engine.run import backfill as run_backfill
+    from engine.materialize import backfill as run_backfill
 
     _execute(run_backfill, as_json, debug, job, start, end, overwrite=overwrite, **run)
 
@@ -149,7 +149,7 @@ def run_command(job: str, until: datetime | None, as_json: bool, debug: bool, **
 
     Exit code 0 when every interval succeeded (or none was due), 1 when one failed.
     """
-    from engine.run import run_due
+    from engine.materialize import run_due
 
     _execute(run_due, as_json, debug, job, until, **run)
 
@@ -193,7 +193,7 @@ def plan_command(
 ) -> None:
     """Show each interval's state and what a backfill would do; change nothing."""
     from engine.cli.display import print_plan
-    from engine.run import plan
+    from engine.materialize import plan
 
     planned, notes = plan(
         job, start, end, output=output, feature_views=feature_views, overwrite=overwrite

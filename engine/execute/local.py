@@ -52,7 +52,7 @@ class LocalExecutor:
     def __init__(self, workers: int = 1) -> None:
         self.workers = workers
 
-    def run(
+    def execute(
         self,
         tasks: Sequence[Task],
         settings: RunSettings,

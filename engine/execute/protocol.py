@@ -4,7 +4,7 @@ An `Executor` receives the run's tasks (one feature view x one interval each, pl
 the `RunSettings` every worker shares (the job's path, the output folder, the run id, the
 per-worker rates) and the resolved secret values. It runs each task on some worker that
 hosts `serve()`, the worker loop (in this process, a spawned process, a thread, an actor),
-and passes every event a worker emits to `on_event`, on the thread that called `run`:
+and passes every event a worker emits to `on_event`, on the thread that called `execute`:
 
     TaskStarted     a worker began a task
     RowsWritten     a batch of rows was written (progress, with running call counts)
@@ -19,7 +19,7 @@ and passes every event a worker emits to `on_event`, on the thread that called `
 When a worker dies under a task, the executor offers the task to `recover` (the driver
 checks whether its file was renamed into place before the death, and if so returns its
 result), else runs it again on another worker, a bounded number of times, then gives it a
-failed TaskResult. `run` returns an `Outcome`: one TaskResult per task, in the tasks' order
+failed TaskResult. `execute` returns an `Outcome`: one TaskResult per task, in the tasks' order
 (an interrupted run's unstarted tasks have error_kind "Interrupted"), every WorkerReport,
 and whether the run was interrupted.
 """
@@ -132,7 +132,7 @@ class Outcome:
 class Executor(Protocol):
     """Runs a run's tasks on workers; see the module docstring for the whole contract."""
 
-    def run(
+    def execute(
         self,
         tasks: Sequence[Task],
         settings: RunSettings,
@@ -185,6 +185,6 @@ def serve(
     try:
         while not stopped() and (task := take()) is not None:
             emit(TaskStarted(task, me))
-            emit(worker.run(task))
+            emit(worker.materialize(task))
     finally:
         emit(worker.close())

@@ -5,11 +5,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 from engine.define.resources import ResourceProvider, SecretSpec
-from engine.define.schedule import Schedule
 from engine.define.secrets import Secret
 from engine.errors import ResourceError, TransformError
 
@@ -90,9 +88,10 @@ class Resources(_Declared):
         return ResourceError(message + " Add it to resource_providers={...}.")
 
 
-@dataclass(frozen=True)
-class Context:
-    """What a transform sees besides its rows: resources, secrets and the interval.
+@dataclass(frozen=True, kw_only=True)
+class CallContext:
+    """What every transform sees besides its input: resources and secrets. Batch and
+    realtime views each add what they know (an interval, a request time).
 
     `spend(name, tokens)` takes more tokens of a rate-limited resource when one call makes
     several requests (`await aspend(...)` from an async transform).
@@ -100,9 +99,6 @@ class Context:
 
     resources: Resources
     secrets: Secrets
-    start_time: datetime
-    end_time: datetime
-    batch_schedule: Schedule
     _limits: Any = field(default=None, repr=False)
     _loop: asyncio.AbstractEventLoop | None = field(default=None, repr=False)
 

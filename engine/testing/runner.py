@@ -15,8 +15,8 @@ from typing import Any
 from engine.define.feature_views import BatchFeatureView
 from engine.define.golden import GoldenTest
 from engine.errors import DefinitionError, GoldenError, SettingsError
+from engine.materialize import OnEvent, backfill
 from engine.plan.job import Job, load_job
-from engine.run import OnEvent, backfill
 from engine.summary import RunSummary
 from engine.testing.diff import ViewDiff, compare
 from engine.testing.rows import golden_text, read_golden, read_output

@@ -11,20 +11,32 @@ import itertools
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from contextlib import aclosing
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, TypeVar
 
 import pyarrow as pa
 
 from engine.arrow import to_rows
 from engine.define.feature_views import BatchFeatureView
+from engine.define.schedule import Schedule
 from engine.errors import Interrupted, OutputError, RivuletError, TransformError, one_line
 from engine.runtime.caller import Caller, CallSpec, FailedCall
-from engine.runtime.context import Context
+from engine.runtime.context import CallContext
 from engine.runtime.inflight import ordered_map
 from engine.store.dead_letters import DeadLetters
 from engine.work.conform import checked_features, describe_row, frame_to_table, rows_to_table
 
 T = TypeVar("T")
+
+
+@dataclass(frozen=True, kw_only=True)
+class BatchContext(CallContext):
+    """The `context` of a batch transform: resources, secrets and the interval it computes."""
+
+    start_time: datetime
+    end_time: datetime
+    batch_schedule: Schedule
 
 
 def call_spec(view: BatchFeatureView) -> CallSpec:
@@ -44,7 +56,7 @@ def call_spec(view: BatchFeatureView) -> CallSpec:
 async def run_transform(
     view: BatchFeatureView,
     batches: Iterable[pa.RecordBatch],
-    context: Context,
+    context: BatchContext,
     caller: Caller,
     dead_letters: DeadLetters,
     stopped: Callable[[], bool],
@@ -66,7 +78,7 @@ def _until_stopped(items: Iterable[T], stopped: Callable[[], bool]) -> Iterator[
 async def _run_python(
     view: BatchFeatureView,
     batches: Iterable[pa.RecordBatch],
-    context: Context,
+    context: BatchContext,
     caller: Caller,
     dead_letters: DeadLetters,
     stopped: Callable[[], bool],
@@ -127,7 +139,7 @@ def _chunks(rows: Iterator[T], size: Callable[[], int]) -> Iterator[list[T]]:
 async def _run_frames(
     view: BatchFeatureView,
     batches: Iterable[pa.RecordBatch],
-    context: Context,
+    context: BatchContext,
     caller: Caller,
     dead_letters: DeadLetters,
     stopped: Callable[[], bool],
@@ -181,7 +193,7 @@ def _rows_table(
     view: BatchFeatureView,
     source: pa.RecordBatch,
     returned: list[dict | None],
-    context: Context,
+    context: BatchContext,
     dead: DeadLetters,
 ) -> pa.Table:
     """The batch's output table; under skip/null, a row whose values do not cast (or fall

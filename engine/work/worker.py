@@ -24,7 +24,7 @@ from engine.plan.secrets import redactor
 from engine.plan.tasks import Task
 from engine.read.sources import read_window
 from engine.runtime.caller import Caller
-from engine.runtime.context import Context, Resources, Secrets
+from engine.runtime.context import Resources, Secrets
 from engine.runtime.limits import Limits
 from engine.runtime.resources import ResourcePool
 from engine.runtime.stats import CallStats
@@ -32,7 +32,7 @@ from engine.runtime.stopping import Stopper
 from engine.runtime.threads import DaemonThreads
 from engine.store.dead_letters import DeadLetters
 from engine.store.parquet import PartitionWriter, partition_dir
-from engine.work.modes import call_spec, run_transform
+from engine.work.modes import BatchContext, call_spec, run_transform
 
 
 @dataclass(frozen=True)
@@ -81,7 +81,7 @@ class Worker:
 
     Example:
         worker = Worker(settings, secret_values)
-        result = worker.run(task)
+        result = worker.materialize(task)
         report = worker.close()
     """
 
@@ -121,11 +121,11 @@ class Worker:
         self._commits = 0
         self._current: asyncio.Task | None = None
 
-    def run(self, task: Task) -> TaskResult:
+    def materialize(self, task: Task) -> TaskResult:
         """Compute one interval of one feature view and commit its Parquet file; the result
         says what the driver is to record."""
         began, started_at = time.perf_counter(), datetime.now(UTC)
-        self._current = self._loop.create_task(self._run(task))
+        self._current = self._loop.create_task(self._compute(task))
         try:
             path, rows = self._loop.run_until_complete(self._current)
         except (Exception, asyncio.CancelledError) as caught:
@@ -153,11 +153,11 @@ class Worker:
         seconds = time.perf_counter() - began
         return TaskResult(task, self.id, rows, seconds, str(path), fingerprint, started_at)
 
-    async def _run(self, task: Task) -> tuple[Path, int]:
+    async def _compute(self, task: Task) -> tuple[Path, int]:
         view = self.job.feature_views[task.feature_view]
         for _, provider in view.resource_providers:
             await self._pool.acquire(provider)
-        context = Context(
+        context = BatchContext(
             resources=Resources(
                 f"Feature view '{view.name}'", dict(view.resource_providers), self._pool
             ),

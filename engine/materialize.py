@@ -223,7 +223,7 @@ def materialize(request: RunRequest) -> RunSummary:
                 notes.append(event.note)
             request.on_event(event)
 
-        outcome = (request.executor or LocalExecutor(workers)).run(
+        outcome = (request.executor or LocalExecutor(workers)).execute(
             tasks, settings, secret_values, on_executor_event, recover
         )
         summary = RunSummary(
