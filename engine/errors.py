@@ -12,12 +12,14 @@
     │   ├── StoreError           a file or the ledger of the offline store is damaged or foreign
     │   ├── SpineError           a spine for historical features is malformed
     │   └── GoldenError          a job's golden test or golden files are unusable
-    └── WorkFailed               a failure during work: its interval fails, the CLI exits 1
-        ├── SourceError          a batch source cannot be read for an interval
-        ├── ResourceError        a resource provider failed or a resource is unknown
-        ├── TransformError       a user's transform raised (or used an undeclared secret)
-        ├── OutputError          a transform returned features that do not match the declaration
-        └── Interrupted          the run was stopped before the interval finished
+    ├── WorkFailed               a failure during work: its interval fails, the CLI exits 1
+    │   ├── SourceError          a batch source cannot be read for an interval
+    │   ├── ResourceError        a resource provider failed or a resource is unknown
+    │   ├── TransformError       a user's transform raised (or used an undeclared secret)
+    │   ├── OutputError          a transform returned features that do not match the declaration
+    │   ├── Interrupted          the run was stopped before the interval finished
+    │   └── ViewTimeout          a realtime view did not answer within its timeout
+    └── BadRequest               a request the feature server refuses; `status` is its 4xx code
 
 Each error carries, besides its message, the fields that name what is at fault (`view`,
 `feature`, `interval`, `provider`, each None when it does not apply), and pickles with them
@@ -55,12 +57,14 @@ class RivuletError(Exception):
         return self.message
 
     def __reduce__(self) -> tuple[Any, ...]:
-        fields = {k: getattr(self, k) for k in ("view", "feature", "interval", "provider")}
-        return (_rebuild, (type(self), self.message, fields))
+        return (_rebuild, (type(self), self.message, vars(self)))
 
 
-def _rebuild(cls: type[RivuletError], message: str, fields: dict[str, Any]) -> RivuletError:
-    return cls(message, **fields)
+def _rebuild(cls: type[RivuletError], message: str, state: dict[str, Any]) -> RivuletError:
+    error = cls.__new__(cls)
+    Exception.__init__(error, message)
+    error.__dict__.update(state)
+    return error
 
 
 def one_line(text: object) -> str:
@@ -168,3 +172,19 @@ class Interrupted(WorkFailed):
     """The run was interrupted before this interval was committed."""
 
     kind = "Interrupted"
+
+
+class ViewTimeout(WorkFailed):
+    """A realtime feature view did not answer a request within its `timeout`."""
+
+    kind = "Timeout"
+
+
+class BadRequest(RivuletError):
+    """A request the feature server refuses: malformed, unknown service, missing field."""
+
+    kind = "Bad request"
+
+    def __init__(self, message: str, status: int = 400, **fields: Any) -> None:
+        super().__init__(message, **fields)
+        self.status = status

@@ -10,7 +10,7 @@ from datetime import datetime
 import pytest
 
 from engine import errors
-from engine.errors import BadInput, RivuletError, TransformError, WorkFailed
+from engine.errors import BadInput, BadRequest, RivuletError, TransformError, WorkFailed
 from engine.plan.job import load_job
 from engine.work.conform import rows_to_table
 from tests.conftest import make_events
@@ -25,12 +25,19 @@ LEAVES = [
 ]  # fmt: skip
 
 
-def test_every_error_is_bad_input_or_a_failure_of_work() -> None:
-    assert len(LEAVES) == 15
+def test_every_error_is_bad_input_a_failure_of_work_or_a_bad_request() -> None:
+    assert len(LEAVES) == 17
     for cls in LEAVES:
-        assert issubclass(cls, BadInput) != issubclass(cls, WorkFailed), cls
-        assert cls.exit_code == (2 if issubclass(cls, BadInput) else 1)
+        branches = [issubclass(cls, branch) for branch in (BadInput, WorkFailed, BadRequest)]
+        assert branches.count(True) == 1, cls
+        if not issubclass(cls, BadRequest):
+            assert cls.exit_code == (2 if issubclass(cls, BadInput) else 1)
         assert cls.__doc__ and cls.kind != RivuletError.kind
+
+
+def test_a_bad_request_pickles_with_its_status() -> None:
+    copy = pickle.loads(pickle.dumps(BadRequest("No service 's'.", 404, view="s")))
+    assert (copy.status, copy.view, str(copy)) == (404, "s", "No service 's'.")
 
 
 @pytest.mark.parametrize("cls", LEAVES, ids=lambda cls: cls.__name__)

@@ -11,7 +11,7 @@ import textwrap
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from engine.define.fields import Attribute, Entity, Field
 from engine.define.policies import RetryPolicy, timeout_seconds
@@ -26,15 +26,57 @@ if TYPE_CHECKING:
 
 BATCH_MODES = ("python", "pandas", "polars", "pyarrow")
 ERROR_POLICIES = ("fail", "skip", "null")
-REALTIME_MODES = ("python",)
+REALTIME_MODES = ("python", "pandas")
+REALTIME_ERROR_POLICIES = ("fail", "null")
+# Seconds one attempt of a request's call may take unless the view or its resources say.
+REALTIME_TIMEOUT = {"python": 10.0, "pandas": 10.0}
+REALTIME_CONCURRENCY = 64  # calls of one view in flight at once in one server process
 DEFAULT_MICRO_BATCH_SIZE = 10_000
 DEFAULT_CONCURRENCY = {"python": 64, "pandas": 4, "polars": 4, "pyarrow": 4}
 # Seconds one call may take: a row's API call, or a whole micro-batch in frame modes.
 DEFAULT_TIMEOUT = {"python": 60.0, "pandas": 600.0, "polars": 600.0, "pyarrow": 600.0}
 
 
+class _CallsTransform:
+    """How either kind of view calls its transform: the call policy its resources declare,
+    overridden by the view's own. Needs `function`, `mode`, `resource_providers`, `retry`
+    and `timeout` on the view."""
+
+    function: Callable[..., Any]
+    mode: str
+    resource_providers: tuple[tuple[str, ResourceProvider], ...]
+    retry: RetryPolicy | None
+    timeout: float | None
+    _default_timeout: ClassVar[dict[str, float]]
+
+    @property
+    def call_timeout(self) -> float:
+        """Seconds one attempt may take: the view's `timeout`, else the longest its
+        resources declare, else the mode's default."""
+        declared = [p.timeout for _, p in self.resource_providers if p.timeout is not None]
+        if self.timeout is not None:
+            return self.timeout
+        return max(declared, default=self._default_timeout[self.mode])
+
+    @property
+    def retry_policy(self) -> RetryPolicy:
+        """Its own `retry`, else the most patient of its resources', else the default."""
+        declared = [p.retry for _, p in self.resource_providers if p.retry is not None]
+        if self.retry is not None:
+            return self.retry
+        return max(declared, key=lambda policy: policy.max_attempts, default=RetryPolicy())
+
+    @functools.cached_property
+    def is_async(self) -> bool:
+        return inspect.iscoroutinefunction(self.function)
+
+    @functools.cached_property
+    def takes_context(self) -> bool:
+        return "context" in inspect.signature(self.function).parameters
+
+
 @dataclass(frozen=True, eq=False)
-class BatchFeatureView:
+class BatchFeatureView(_CallsTransform):
     """A declared batch feature view: its transform, source, keys, features and schedule.
 
     Only a worker calls `function`. `micro_batch_size` is the number of source rows handed
@@ -69,6 +111,7 @@ class BatchFeatureView:
     description: str | None
     owner: str | None
     tags: tuple[tuple[str, str], ...]
+    _default_timeout = DEFAULT_TIMEOUT  # 60 s a row, 600 s a micro-batch
 
     @property
     def source(self) -> BatchSource:
@@ -93,34 +136,9 @@ class BatchFeatureView:
         return self.source.batch_config.timestamp_field or self.timestamp_field
 
     @property
-    def call_timeout(self) -> float:
-        """Seconds one transform call may take: its own `timeout`, else the longest its
-        resources declare, else the mode's default (60 s a row, 600 s a micro-batch)."""
-        declared = [p.timeout for _, p in self.resource_providers if p.timeout is not None]
-        if self.timeout is not None:
-            return self.timeout
-        return max(declared, default=DEFAULT_TIMEOUT[self.mode])
-
-    @property
     def data_delay(self) -> timedelta:
         """How long after an interval ends its source data is complete."""
         return self.source.batch_config.data_delay
-
-    @property
-    def retry_policy(self) -> RetryPolicy:
-        """Its own `retry`, else the most patient of its resources', else the default."""
-        declared = [p.retry for _, p in self.resource_providers if p.retry is not None]
-        if self.retry is not None:
-            return self.retry
-        return max(declared, key=lambda policy: policy.max_attempts, default=RetryPolicy())
-
-    @functools.cached_property
-    def is_async(self) -> bool:
-        return inspect.iscoroutinefunction(self.function)
-
-    @functools.cached_property
-    def takes_context(self) -> bool:
-        return "context" in inspect.signature(self.function).parameters
 
     def output_schema(self) -> pa.Schema:
         """Join keys, the timestamp, then the features, with their declared Arrow types."""
@@ -158,8 +176,15 @@ class BatchFeatureView:
 
 
 @dataclass(frozen=True, eq=False)
-class RealtimeFeatureView:
-    """A declared realtime feature view computed from request fields, optionally with resources."""
+class RealtimeFeatureView(_CallsTransform):
+    """A declared realtime feature view: a transform of one request's fields, with resources.
+
+    Python mode hands each source's fields as a dict and takes a dict of features back;
+    pandas mode hands one-row DataFrames and takes a DataFrame. `timeout` bounds a request
+    (every attempt and retry of it); a call that still fails follows `on_error`: "fail"
+    answers an error naming the view, "null" answers null features with status ERROR.
+    `cache` keeps answers by request inputs.
+    """
 
     name: str
     function: Callable[..., Any]
@@ -169,9 +194,77 @@ class RealtimeFeatureView:
     resource_providers: tuple[tuple[str, ResourceProvider], ...]
     secrets: tuple[tuple[str, SecretSpec], ...]
     environment: str | None
+    timeout: float | None
+    on_error: str
+    cache: Cache | None
+    concurrency: int
+    retry: RetryPolicy | None
     description: str | None
     owner: str | None
     tags: tuple[tuple[str, str], ...]
+    _default_timeout = REALTIME_TIMEOUT
+
+    @functools.cached_property
+    def source_names(self) -> tuple[str, ...]:
+        """The transform's parameter for each source, in order: the keys of `input_data`."""
+        params = inspect.signature(self.function).parameters
+        return tuple(name for name in params if name != "context")
+
+    @functools.cached_property
+    def request_fields(self) -> tuple[Field, ...]:
+        """Every field the view's request sources need, in order, each once."""
+        fields: dict[str, Field] = {}
+        for source in self.sources:
+            for field in source.schema:
+                fields.setdefault(field.name, field)
+        return tuple(fields.values())
+
+    def run_transformation(
+        self, input_data: Mapping[str, Any], resources: Mapping[str, Any] | None = None
+    ) -> Any:
+        """Run the transform once, as serving does, on `input_data` (one dict per source,
+        or one-row DataFrames in pandas mode, by parameter name): features are checked
+        against the declaration. `resources` gives fakes by name; the rest are built from
+        their providers and torn down after.
+
+        Example:
+            embedding.run_transformation({"input_request": {"input": "hi"}},
+                                         resources={"openai": FakeOpenAI()})
+        """
+        from engine.serve.transform import run_transformation
+
+        return run_transformation(self, input_data, resources)
+
+    def test_run(
+        self, mock_inputs: Mapping[str, Any], resources: Mapping[str, Any] | None = None
+    ) -> Any:
+        """Tecton's older name for `run_transformation`."""
+        return self.run_transformation(mock_inputs, resources)
+
+
+@dataclass(frozen=True)
+class Cache:
+    """Answers of a realtime view kept by request inputs: `Cache(ttl=timedelta(minutes=5))`.
+
+    An answer is reused for `ttl` after it was computed; at most `max_entries` are kept
+    (least recently used go first). Concurrent identical requests make one call.
+    """
+
+    ttl: timedelta
+    max_entries: int = 10_000
+
+    def __post_init__(self) -> None:
+        ttl = self.ttl
+        if isinstance(ttl, int | float) and not isinstance(ttl, bool):
+            ttl = timedelta(seconds=ttl) if ttl > 0 else f"{ttl} s"
+        try:
+            object.__setattr__(self, "ttl", parse_duration(ttl))
+        except ValueError as exc:
+            raise DefinitionError(f"Cache: ttl {exc}.") from None
+        if not isinstance(self.max_entries, int) or self.max_entries < 1:
+            raise DefinitionError(
+                f"Cache: max_entries must be a positive integer, not {self.max_entries!r}."
+            )
 
 
 def _source_text(function: Callable[..., Any]) -> str:
@@ -209,6 +302,17 @@ def _check_parameters(view: str, function: Callable[..., Any], sources: Sequence
             f"({names}) besides `context`, but {len(sources)} source(s) are declared; "
             f"give it one positional parameter per source, in order."
         )
+
+
+def _check_request_fields(view: str, sources: Sequence[RequestSource]) -> None:
+    """A request field named by several sources must have one type."""
+    seen: dict[str, Field] = {}
+    for field in (field for source in sources for field in source.schema):
+        if seen.setdefault(field.name, field).dtype != field.dtype:
+            raise DefinitionError(
+                f"Feature view '{view}': request field '{field.name}' is declared as both "
+                f"{seen[field.name].dtype!r} and {field.dtype!r}; give it one type."
+            )
 
 
 def _check_features(view: str, features: Sequence[Any], taken: set[str]) -> tuple[Attribute, ...]:
@@ -417,18 +521,50 @@ def realtime_feature_view(
     resource_providers: Mapping[str, ResourceProvider] | None = None,
     secrets: Mapping[str, SecretSpec] | None = None,
     environment: str | None = None,
+    timeout: float | timedelta | None = None,
+    on_error: str = "fail",
+    cache: Cache | None = None,
+    concurrency: int = REALTIME_CONCURRENCY,
+    retry: RetryPolicy | None = None,
     description: str | None = None,
     owner: str | None = None,
     tags: dict[str, str] | None = None,
+    **unsupported: Any,
 ) -> Callable[[Callable[..., Any]], RealtimeFeatureView]:
-    """Declare a realtime feature view over request fields (python mode)."""
+    """Declare a realtime feature view over request fields, served by `rivulet serve`.
+
+    Example:
+        @realtime_feature_view(sources=[RequestSource(schema=[Field("text", String)])],
+                               mode="python", features=[Attribute("n_words", Int64)])
+        def n_words(request):
+            return {"n_words": len(request["text"].split())}
+    """
 
     def declare(function: Callable[..., Any]) -> RealtimeFeatureView:
         view = name or getattr(function, "__name__", "feature_view")
+        if unsupported:
+            raise DefinitionError(
+                f"Feature view '{view}': unknown argument(s) {', '.join(sorted(unsupported))}."
+            )
         _check_mode(view, mode, REALTIME_MODES)
         if not sources or not all(isinstance(s, RequestSource) for s in sources):
             raise DefinitionError(f"Feature view '{view}' needs sources=[RequestSource(...)].")
         _check_parameters(view, function, sources)
+        _check_request_fields(view, sources)
+        if on_error not in REALTIME_ERROR_POLICIES:
+            raise DefinitionError(
+                f"Feature view '{view}' has on_error '{on_error}'; a realtime view uses one of "
+                f"{', '.join(REALTIME_ERROR_POLICIES)}."
+            )
+        if cache is not None and not isinstance(cache, Cache):
+            raise DefinitionError(f"Feature view '{view}': cache must be a Cache(ttl=...).")
+        if retry is not None and not isinstance(retry, RetryPolicy):
+            raise DefinitionError(f"Feature view '{view}': retry must be a RetryPolicy(...).")
+        if not isinstance(concurrency, int) or concurrency < 1:
+            raise DefinitionError(
+                f"Feature view '{view}': concurrency must be a positive integer, "
+                f"not {concurrency!r}."
+            )
         return RealtimeFeatureView(
             name=view,
             function=function,
@@ -438,6 +574,11 @@ def realtime_feature_view(
             resource_providers=_check_resources(view, function, resource_providers),
             secrets=check_secrets(f"Feature view '{view}'", secrets),
             environment=environment,
+            timeout=timeout_seconds(timeout, f"Feature view '{view}': timeout"),
+            on_error=on_error,
+            cache=cache,
+            concurrency=concurrency,
+            retry=retry,
             description=description,
             owner=owner,
             tags=tuple(sorted((tags or {}).items())),

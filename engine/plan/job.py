@@ -7,12 +7,13 @@ import importlib.util
 import sys
 import traceback
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from engine.define.environment import Environment
 from engine.define.feature_views import BatchFeatureView, RealtimeFeatureView
+from engine.define.services import FeatureService
 from engine.errors import DefinitionError, JobLoadError, RivuletError, SettingsError, one_line
 
 
@@ -24,10 +25,18 @@ class Job:
     feature_views: dict[str, BatchFeatureView]
     realtime_views: dict[str, RealtimeFeatureView]
     environments: dict[str, Environment]
+    services: dict[str, FeatureService] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
         return self.path.stem
+
+    def servable(self) -> dict[str, tuple[RealtimeFeatureView, ...]]:
+        """What a request may name: each feature service, and each realtime view by its own
+        name (a service of that name wins)."""
+        served = {name: (view,) for name, view in self.realtime_views.items()}
+        served.update({name: service.features for name, service in self.services.items()})
+        return served
 
     def select(self, names: Sequence[str] = ()) -> list[BatchFeatureView]:
         """The named batch feature views (all when none are named), or a SettingsError."""
@@ -75,6 +84,7 @@ def load_job(path: str | Path) -> Job:
     views: dict[str, BatchFeatureView] = {}
     realtime: dict[str, RealtimeFeatureView] = {}
     environments: dict[str, Environment] = {}
+    services: dict[str, FeatureService] = {}
     for value in vars(module).values():
         if isinstance(value, BatchFeatureView):
             _collect(views, value, path)
@@ -82,9 +92,14 @@ def load_job(path: str | Path) -> Job:
             _collect(realtime, value, path)
         elif isinstance(value, Environment):
             _collect(environments, value, path)
+        elif isinstance(value, FeatureService):
+            _collect(services, value, path)
+    for service in services.values():
+        for view in service.features:
+            _collect(realtime, view, path)
     if not views and not realtime:
         raise JobLoadError(f"Job '{path.stem}' ({path}) declares no feature views.")
-    return Job(path, views, realtime, environments)
+    return Job(path, views, realtime, environments, services)
 
 
 def _collect(found: dict, value: Any, path: Path) -> None:

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from urllib.parse import quote, quote_plus, urlsplit
 
-from engine.define.feature_views import BatchFeatureView
+from engine.define.feature_views import BatchFeatureView, RealtimeFeatureView
 from engine.define.secrets import Secret
 from engine.errors import SecretError, SettingsError, one_line
 
@@ -20,7 +20,21 @@ from engine.errors import SecretError, SettingsError, one_line
 SHORTEST_REDACTED = 4
 
 
-def declared_secrets(views: Iterable[BatchFeatureView]) -> dict[Secret, str]:
+View = BatchFeatureView | RealtimeFeatureView
+
+
+def literal_secrets(views: Iterable[View]) -> list[str]:
+    """Secret values the views or their providers give as string literals (to redact)."""
+    return [
+        spec
+        for view in views
+        for owner in (view, *(p for _, p in view.resource_providers))
+        for _, spec in owner.secrets
+        if isinstance(spec, str)
+    ]
+
+
+def declared_secrets(views: Iterable[View]) -> dict[Secret, str]:
     """Each Secret the views or their resource providers declare, with who declares it."""
     found: dict[Secret, str] = {}
     for view in views:
@@ -34,7 +48,7 @@ def declared_secrets(views: Iterable[BatchFeatureView]) -> dict[Secret, str]:
 
 
 def resolve_secrets(
-    views: Iterable[BatchFeatureView], secrets_file: str | Path | None = None
+    views: Iterable[View], secrets_file: str | Path | None = None
 ) -> dict[Secret, str]:
     """Values for every declared secret, from `RIVULET_SECRET_<SCOPE>__<KEY>` or the file.
 
@@ -43,24 +57,37 @@ def resolve_secrets(
     missing, or empty (blank): it would authenticate nothing and cannot be redacted.
     """
     from_file = _read_file(secrets_file) if secrets_file else {}
-    values: dict[Secret, str] = {}
-    for secret, owner in declared_secrets(views).items():
-        value = os.environ.get(secret.env_var)
-        where = f"the environment variable {secret.env_var}"
-        if value is None:
-            value = from_file.get(secret.scope, {}).get(secret.key)
-            where = f"[{secret.scope}] of {secrets_file}"
-        named = f"Secret scope '{secret.scope}', key '{secret.key}' (declared by {owner})"
-        if value is None:
-            also = f" or in [{secret.scope}] of {secrets_file}" if secrets_file else ""
-            raise SecretError(
-                f"{named} has no value: set the environment variable {secret.env_var}{also}, or "
-                f"pass --secrets-file with a [{secret.scope}] table holding '{secret.key}'."
-            )
-        if not str(value).strip():
-            raise SecretError(f"{named} is empty in {where}; set it to the secret's value.")
-        values[secret] = str(value)
-    return values
+    return {
+        secret: secret_value(secret, owner, from_file, secrets_file)
+        for secret, owner in declared_secrets(views).items()
+    }
+
+
+def secret_value(
+    secret: Secret,
+    owner: str,
+    from_file: Mapping[str, Mapping[str, str]] | None = None,
+    secrets_file: str | Path | None = None,
+) -> str:
+    """One secret's value, from the environment or else the secrets file (read when
+    `from_file` is not given); SecretError naming it and `owner` when missing or blank."""
+    if from_file is None:
+        from_file = _read_file(secrets_file) if secrets_file else {}
+    value = os.environ.get(secret.env_var)
+    where = f"the environment variable {secret.env_var}"
+    if value is None:
+        value = from_file.get(secret.scope, {}).get(secret.key)
+        where = f"[{secret.scope}] of {secrets_file}"
+    named = f"Secret scope '{secret.scope}', key '{secret.key}' (declared by {owner})"
+    if value is None:
+        also = f" or in [{secret.scope}] of {secrets_file}" if secrets_file else ""
+        raise SecretError(
+            f"{named} has no value: set the environment variable {secret.env_var}{also}, or "
+            f"pass --secrets-file with a [{secret.scope}] table holding '{secret.key}'."
+        )
+    if not str(value).strip():
+        raise SecretError(f"{named} is empty in {where}; set it to the secret's value.")
+    return str(value)
 
 
 def short_secret_notes(values: Mapping[Secret, str]) -> list[str]:

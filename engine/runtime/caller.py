@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from tenacity import AsyncRetrying, RetryCallState
 
@@ -28,6 +28,23 @@ from engine.runtime.retrying import tenacity_args
 from engine.runtime.stats import CallStats
 from engine.runtime.stopping import Stopper
 from engine.runtime.transient import transient_cause
+
+
+class Declared(Protocol):
+    """What a declaration (a batch or realtime feature view) tells the runtime about its
+    transform."""
+
+    name: str
+    function: Callable[..., Any]
+    resource_providers: tuple[tuple[str, ResourceProvider], ...]
+    concurrency: int
+
+    @property
+    def takes_context(self) -> bool: ...
+    @property
+    def retry_policy(self) -> RetryPolicy: ...
+    @property
+    def call_timeout(self) -> float: ...
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -51,6 +68,20 @@ class CallSpec:
     takes_context: bool = False
     providers: tuple[ResourceProvider, ...] = ()
     retry: RetryPolicy = field(default_factory=RetryPolicy)
+
+    @classmethod
+    def of(cls, declared: Declared) -> CallSpec:
+        """How to call a declared transform: with its resources, under its retry policy,
+        timeout and concurrency."""
+        return cls(
+            name=declared.name,
+            function=declared.function,
+            takes_context=declared.takes_context,
+            providers=tuple(provider for _, provider in declared.resource_providers),
+            retry=declared.retry_policy,
+            timeout=declared.call_timeout,
+            concurrency=declared.concurrency,
+        )
 
     @property
     def is_async(self) -> bool:

@@ -58,18 +58,28 @@ class ResourcePool:
         self._mutex = threading.Lock()  # guards stats and teardowns touched from threads
         self._teardowns: list[tuple[str, Any]] = []
         self._streak: dict[str, int] = {}  # connection errors in a row, per provider
+        self._given: set[str] = set()  # resources handed in by `provide`, not built
 
     async def acquire(self, provider: ResourceProvider) -> None:
         """Make sure the provider's resource can be had; build a shared one now if needed."""
         if provider.name in self._failed:
             raise self._failed[provider.name]
         self._generation.setdefault(provider.name, 0)
+        if provider.name in self._given:
+            return
         if provider.thread_safety != "per_thread" and provider.name not in self._shared:
             await self._build_shared(provider)
 
+    def provide(self, provider: ResourceProvider, value: Any) -> None:
+        """Use `value` as the provider's resource instead of building one (a fake in a unit
+        test); it is never torn down, and a repair keeps it."""
+        self._shared[provider.name] = value
+        self._given.add(provider.name)
+        self._generation.setdefault(provider.name, 0)
+
     def get(self, provider: ResourceProvider) -> Any:
         """The resource for this call: the shared instance, or this thread's own."""
-        if provider.thread_safety != "per_thread":
+        if provider.thread_safety != "per_thread" or provider.name in self._given:
             return self._shared[provider.name]
         mine = getattr(self._local, provider.name, None)
         generation = self._generation[provider.name]
@@ -114,6 +124,8 @@ class ResourcePool:
 
     async def repair(self, provider: ResourceProvider, generation: int) -> None:
         """Replace a broken resource, unless a concurrent call already did since `generation`."""
+        if provider.name in self._given:
+            return
         lock = self._locks.setdefault(provider.name, asyncio.Lock())
         async with lock:
             if self._generation[provider.name] != generation:

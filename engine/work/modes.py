@@ -21,7 +21,7 @@ from engine.arrow import to_rows
 from engine.define.feature_views import BatchFeatureView
 from engine.define.schedule import Schedule
 from engine.errors import Interrupted, OutputError, RivuletError, TransformError, one_line
-from engine.runtime.caller import Caller, CallSpec, FailedCall
+from engine.runtime.caller import Caller, FailedCall
 from engine.runtime.context import CallContext
 from engine.runtime.inflight import ordered_map
 from engine.store.dead_letters import DeadLetters
@@ -37,20 +37,6 @@ class BatchContext(CallContext):
     start_time: datetime
     end_time: datetime
     batch_schedule: Schedule
-
-
-def call_spec(view: BatchFeatureView) -> CallSpec:
-    """How the call runtime calls the view's transform: with its resources, under its retry
-    policy, timeout and concurrency."""
-    return CallSpec(
-        name=view.name,
-        function=view.function,
-        takes_context=view.takes_context,
-        providers=tuple(provider for _, provider in view.resource_providers),
-        retry=view.retry_policy,
-        timeout=view.call_timeout,
-        concurrency=view.concurrency,
-    )
 
 
 async def run_transform(

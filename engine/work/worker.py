@@ -20,10 +20,10 @@ import pyarrow as pa
 from engine.define.secrets import Secret
 from engine.errors import Interrupted, RivuletError, one_line
 from engine.plan.job import load_job
-from engine.plan.secrets import redactor
+from engine.plan.secrets import literal_secrets, redactor
 from engine.plan.tasks import Task
 from engine.read.sources import read_window
-from engine.runtime.caller import Caller
+from engine.runtime.caller import Caller, CallSpec
 from engine.runtime.context import Resources, Secrets
 from engine.runtime.limits import Limits
 from engine.runtime.resources import ResourcePool
@@ -32,7 +32,7 @@ from engine.runtime.stopping import Stopper
 from engine.runtime.threads import DaemonThreads
 from engine.store.dead_letters import DeadLetters
 from engine.store.parquet import PartitionWriter, partition_dir
-from engine.work.modes import BatchContext, call_spec, run_transform
+from engine.work.modes import BatchContext, run_transform
 
 
 @dataclass(frozen=True)
@@ -97,13 +97,7 @@ class Worker:
         self.id = os.getpid() if worker_id is None else worker_id
         self.job = load_job(settings.job_path)
         self._secret_values = secret_values
-        literals = [
-            spec
-            for view in self.job.feature_views.values()
-            for owner in (view, *(p for _, p in view.resource_providers))
-            for _, spec in owner.secrets
-            if isinstance(spec, str)
-        ]
+        literals = literal_secrets(self.job.feature_views.values())
         self._redact = redactor([*secret_values.values(), *literals])
         self._on_rows = on_rows
         self._stopper = Stopper()
@@ -179,7 +173,12 @@ class Worker:
         caller = self._callers.get(view.name)
         if caller is None:
             caller = Caller(
-                call_spec(view), self._pool, self._limits, self._stats, self._threads, self._stopper
+                CallSpec.of(view),
+                self._pool,
+                self._limits,
+                self._stats,
+                self._threads,
+                self._stopper,
             )
             self._callers[view.name] = caller
         dead_letters = DeadLetters(view, task.start, task.end, self._redact)
