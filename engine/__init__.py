@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from engine.define.environment import Environment
 from engine.define.feature_views import (
     BatchFeatureView,
+    Cache,
     RealtimeFeatureView,
     batch_feature_view,
     realtime_feature_view,
@@ -20,6 +21,7 @@ from engine.define.golden import GoldenTest
 from engine.define.policies import RateLimit, RetryPolicy
 from engine.define.resources import ResourceProvider, resource_provider
 from engine.define.secrets import Secret
+from engine.define.services import FeatureService
 from engine.define.sources import BatchSource, DuckDBConfig, FileConfig, PythonConfig, RequestSource
 from engine.define.types import (
     Array,
@@ -38,9 +40,11 @@ if TYPE_CHECKING:
     from engine.materialize import backfill, plan, run_due
     from engine.retrieve.historical import get_historical_features
     from engine.retrieve.offline import read_features
+    from engine.serve.server import FeatureServer
     from engine.summary import RunSummary
 
 _LAZY = {
+    "FeatureServer": "engine.serve.server",
     "RunSummary": "engine.summary",
     "get_historical_features": "engine.retrieve.historical",
     "read_features": "engine.retrieve.offline",
@@ -62,10 +66,13 @@ __all__ = [
     "BatchFeatureView",
     "BatchSource",
     "Bool",
+    "Cache",
     "DataType",
     "DuckDBConfig",
     "Entity",
     "Environment",
+    "FeatureServer",
+    "FeatureService",
     "Field",
     "FileConfig",
     "Float32",

@@ -5,6 +5,13 @@ Run it (with the local mock API from `fixtures/`, which `make demo` starts):
     export OPENAI_BASE_URL=http://127.0.0.1:PORT/v1
     export RIVULET_SECRET_OPENAI_EMBEDDINGS__OPEN_AI=any-token
     rivulet backfill jobs/embeddings.py --start 2024-10-26 --end 2024-11-09
+
+Serve its realtime view (`make serve` does all of it):
+
+    rivulet serve jobs/embeddings.py --port 8080
+    curl -s localhost:8080/api/v1/feature-service/get-features -d \
+      '{"params": {"featureServiceName": "realtime_embedding",
+                   "requestContextMap": {"input": "hello"}}}'
 """
 
 from datetime import datetime, timedelta
@@ -22,9 +29,11 @@ from engine import (
     FileConfig,
     Float32,
     GoldenTest,
+    RequestSource,
     Secret,
     String,
     batch_feature_view,
+    realtime_feature_view,
     resource_provider,
 )
 
@@ -98,3 +107,20 @@ def text_embedding_batched(events: pl.DataFrame, context) -> pl.DataFrame:
     return events.select("user_id", "timestamp").with_columns(
         pl.Series("embedding", vectors, dtype=pl.List(pl.Float32))
     )
+
+
+input_request = RequestSource(schema=[Field("input", String)])
+
+
+@realtime_feature_view(
+    sources=[input_request],
+    mode="python",
+    # Tecton's page declares String here, yet an embedding is a list of floats.
+    features=[Attribute("embedding", Array(Float32))],
+    resource_providers={"openai": open_ai_client},
+)
+def realtime_embedding(input_request, context):
+    """The same call at request time: one client per server process, shared by requests."""
+    openai = context.resources["openai"]
+    response = openai.embeddings.create(input=input_request["input"], model=MODEL)
+    return {"embedding": response.data[0].embedding}

@@ -6,6 +6,9 @@ with `{"items": [...]}` and answers `{"items": [{"score": ...}, ...]}` in the sa
 
     export FRAUD_API_URL=http://127.0.0.1:PORT
     rivulet backfill jobs/fraud_signals.py --start 2024-10-26 --end 2024-10-29
+
+`fraud_score_now` scores a transaction at request time (`rivulet serve jobs/fraud_signals.py`),
+within 2 s, and keeps each answer a minute: a retried payment is not scored twice.
 """
 
 from __future__ import annotations
@@ -21,13 +24,17 @@ import polars as pl
 from engine import (
     Attribute,
     BatchSource,
+    Cache,
     Entity,
+    FeatureService,
     Field,
     FileConfig,
     Float64,
     GoldenTest,
+    RequestSource,
     String,
     batch_feature_view,
+    realtime_feature_view,
     resource_provider,
 )
 
@@ -102,3 +109,24 @@ def fraud_signals_batched(events: pl.DataFrame, context) -> pl.DataFrame:
     return events.select("user_id", "timestamp").with_columns(
         pl.Series("fraud_score", [item["score"] for item in scored], dtype=pl.Float64)
     )
+
+
+transaction = RequestSource(schema=[Field("user_id", String), Field("amount", Float64)])
+
+
+@realtime_feature_view(
+    sources=[transaction],
+    mode="python",
+    features=[Attribute("fraud_score", Float64)],
+    resource_providers={"fraud_api": fraud_api},
+    timeout=timedelta(seconds=2),
+    cache=Cache(ttl=timedelta(minutes=1)),
+)
+def fraud_score_now(transaction: dict[str, Any], context) -> dict[str, Any]:
+    """The batch view's call for one transaction, at request time."""
+    response = context.resources["fraud_api"].post("/v1/score", json=transaction)
+    response.raise_for_status()
+    return {"fraud_score": response.json()["score"]}
+
+
+fraud = FeatureService(name="fraud", features=[fraud_score_now])

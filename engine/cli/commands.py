@@ -318,3 +318,22 @@ def validate(job: str, debug: bool) -> None:
     from engine.reports import validate as validate_job
 
     print_job(*validate_job(job))
+
+
+@main.command()
+@click.argument("job", type=click.Path(dir_okay=False))
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8080, show_default=True, type=int, help="Port to listen on.")
+@click.option("--workers", default=1, show_default=True, type=int, help="Server processes.")
+@click.option("--secrets-file", type=click.Path(dir_okay=False), help="TOML file of secrets.")
+@click.option(
+    "--api-key-secret",
+    metavar="SCOPE/KEY",
+    help="Secret holding the API key requests must send (Authorization: Bearer <key>).",
+)
+@_reports_errors
+def serve(job: str, debug: bool, **settings: Any) -> None:
+    """Serve JOB's realtime feature views over Tecton's HTTP API until Ctrl-C or SIGTERM."""
+    from engine.serve.listen import ServeSettings, listen
+
+    listen(ServeSettings(job, **settings), announce=lambda line: click.echo(line, err=True))

@@ -1,0 +1,315 @@
+"""One realtime view answering one request: inputs checked, the call made, features checked.
+
+`Runtime` is what a server process (or one `run_transformation`) holds: the resource pool,
+the limits, the threads and a `ViewCall` per view, all on one event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import inspect
+from collections.abc import Callable, Coroutine, Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from engine.define.feature_views import RealtimeFeatureView
+from engine.define.secrets import Secret
+from engine.errors import (
+    BadRequest,
+    OutputError,
+    RivuletError,
+    TransformError,
+    ViewTimeout,
+    one_line,
+)
+from engine.plan.secrets import literal_secrets, redactor, resolve_secrets
+from engine.runtime.caller import Caller, CallSpec, FailedCall
+from engine.runtime.context import CallContext, Resources, Secrets
+from engine.runtime.limits import Limits
+from engine.runtime.resources import ResourcePool
+from engine.runtime.stats import CallStats
+from engine.runtime.stopping import Stopper
+from engine.runtime.threads import DaemonThreads
+from engine.serve.values import describe, feature_value, request_value
+
+if TYPE_CHECKING:
+    from engine.serve.cache import AnswerCache
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, kw_only=True)
+class RealtimeContext(CallContext):
+    """The `context` of a realtime transform: resources, secrets and the request's time."""
+
+    request_timestamp: datetime
+
+
+class ViewCall:
+    """One realtime view in a runtime: its caller, its cache and its call statistics."""
+
+    def __init__(
+        self,
+        view: RealtimeFeatureView,
+        pool: ResourcePool,
+        limits: Limits,
+        threads: DaemonThreads,
+        stopper: Stopper,
+        secret_values: Mapping[Secret, str],
+    ) -> None:
+        self.view = view
+        self.stats = CallStats()
+        spec = replace(CallSpec.of(view), function=_spread(view.function))
+        self.caller = Caller(spec, pool, limits, self.stats, threads, stopper)
+        self.cache: AnswerCache | None = None
+        if view.cache is not None:
+            from engine.serve.cache import AnswerCache  # cachetools: the serve extra
+
+            self.cache = AnswerCache(view.cache)
+        owner = f"Feature view '{view.name}'"
+        self._resources = Resources(owner, dict(view.resource_providers), pool)
+        self._secrets = Secrets(owner, view.secrets, secret_values)
+        self._limits = limits
+
+    async def answer(self, fields: list[dict[str, Any]]) -> dict[str, Any]:
+        """The view's features for one request's fields (per source, as `request_fields()`
+        checked them), within the view's timeout; a cached answer when there is one."""
+        if self.cache is None:
+            return await self._compute(fields)
+        return await self.cache.get(fields, lambda: self._compute(fields))
+
+    async def _compute(self, fields: list[dict[str, Any]]) -> dict[str, Any]:
+        view = self.view
+        if view.mode == "pandas":
+            import pandas as pd
+
+            inputs: tuple[Any, ...] = tuple(pd.DataFrame([one]) for one in fields)
+        else:
+            inputs = tuple(dict(one) for one in fields)  # a copy the transform may change
+        context = RealtimeContext(
+            resources=self._resources,
+            secrets=self._secrets,
+            request_timestamp=datetime.now(UTC),
+            _limits=self._limits,
+            _loop=asyncio.get_running_loop(),
+        )
+        try:
+            async with asyncio.timeout(view.timeout):
+                returned, _ = await self.caller(inputs, context)
+        except TimeoutError:
+            raise ViewTimeout(
+                f"Feature view '{view.name}' did not answer within its timeout of "
+                f"{view.timeout:g} s.",
+                view=view.name,
+            ) from None
+        except FailedCall as failed:
+            raise _failure(view, failed) from failed.error
+        return checked_features(view, returned)[0]
+
+
+def _spread(function: Callable[..., Any]) -> Callable[..., Any]:
+    """`function(*inputs, context=...)` as a function of one tuple of inputs, one per source,
+    since the call runtime hands its function one value."""
+    if inspect.iscoroutinefunction(function):
+
+        async def call_async(inputs: tuple[Any, ...], **kwargs: Any) -> Any:
+            return await function(*inputs, **kwargs)
+
+        return call_async
+
+    def call(inputs: tuple[Any, ...], **kwargs: Any) -> Any:
+        return function(*inputs, **kwargs)
+
+    return call
+
+
+def request_fields(
+    view: RealtimeFeatureView, fields_by_source: Sequence[Mapping[str, Any]]
+) -> list[dict[str, Any]]:
+    """Each source's fields, checked against its schema. Raises BadRequest naming a missing
+    or mistyped field and the type it needs."""
+    made = []
+    for source, given in zip(view.sources, fields_by_source, strict=True):
+        fields = {}
+        for field in source.schema:
+            if field.name not in given:
+                raise BadRequest(
+                    f"The request lacks field '{field.name}' ({field.dtype!r}) that feature "
+                    f"view '{view.name}' needs; add it to requestContextMap.",
+                    view=view.name,
+                    feature=field.name,
+                )
+            value, fits = request_value(field.dtype, given[field.name])
+            if not fits:
+                raise BadRequest(
+                    f"The request's field '{field.name}' is {describe(given[field.name])} "
+                    f"{one_line(repr(given[field.name]))[:80]}, but feature view '{view.name}' "
+                    f"needs {field.dtype!r}.",
+                    view=view.name,
+                    feature=field.name,
+                )
+            fields[field.name] = value
+        made.append(fields)
+    return made
+
+
+def checked_features(view: RealtimeFeatureView, returned: Any) -> list[dict[str, Any]]:
+    """The transform's answer as rows of declared features (python mode gives one), each
+    value checked against its type. Raises OutputError naming view, feature and types."""
+    if view.mode == "pandas":
+        import pandas as pd
+
+        if not isinstance(returned, pd.DataFrame):
+            raise _output_error(view, f"returned {type(returned).__name__}, not a DataFrame")
+        rows = returned.to_dict("records")
+    elif isinstance(returned, Mapping):
+        rows = [returned]
+    else:
+        raise _output_error(view, f"returned {type(returned).__name__}, not a dict of features")
+    declared = {feature.name: feature.dtype for feature in view.features}
+    checked = []
+    for row in rows:
+        extra = sorted(set(row) - declared.keys())
+        if extra:
+            raise _output_error(
+                view, f"returned feature '{extra[0]}', which it does not declare", extra[0]
+            )
+        features = {}
+        for name, dtype in declared.items():
+            if name not in row:
+                raise _output_error(view, f"did not return feature '{name}' ({dtype!r})", name)
+            value, fits = feature_value(dtype, row[name])
+            if not fits:
+                raise _output_error(
+                    view,
+                    f"returned feature '{name}' as {describe(row[name])}, but declares {dtype!r}",
+                    name,
+                )
+            features[name] = value
+        checked.append(features)
+    return checked
+
+
+class Runtime:
+    """Everything the views of one server process share: resources, limits, threads.
+
+    `start()` builds every resource (init retried); `close()` stops waits and tears every
+    resource down once. All of it runs on one event loop.
+    """
+
+    def __init__(
+        self,
+        views: Sequence[RealtimeFeatureView],
+        secret_values: Mapping[Secret, str],
+        rates: Mapping[str, tuple[float, float]],
+        given: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.stats = CallStats()  # resource builds, rebuilds, teardowns; limiter waits
+        self.redact = redactor([*secret_values.values(), *literal_secrets(views)])
+        self.stopper = Stopper()
+        self.pool = ResourcePool(secret_values, self.stats, self.redact, self.stopper)
+        self.limits = Limits(rates, self.stats, self.stopper)
+        most = max((view.concurrency for view in views), default=1)
+        self.threads = DaemonThreads(most, "rivulet-serve")
+        self.calls = {
+            view.name: ViewCall(
+                view, self.pool, self.limits, self.threads, self.stopper, secret_values
+            )
+            for view in views
+        }
+        self._given = dict(given or {})
+
+    @property
+    def providers(self) -> dict[str, Any]:
+        return {p.name: p for call in self.calls.values() for _, p in call.view.resource_providers}
+
+    async def start(self) -> None:
+        """Build every resource the views use (a given one is used as it is)."""
+        for call in self.calls.values():
+            for key, provider in call.view.resource_providers:
+                if key in self._given:
+                    self.pool.provide(provider, self._given[key])
+        for provider in self.providers.values():
+            await self.pool.acquire(provider)
+
+    async def close(self) -> None:
+        self.stopper.stop()
+        await self.pool.close()
+        self.threads.shutdown(wait=False)
+
+
+def _failure(view: RealtimeFeatureView, failed: FailedCall) -> RivuletError:
+    error = failed.error
+    if isinstance(error, RivuletError):
+        return error
+    return TransformError(
+        f"Feature view '{view.name}' failed after {failed.attempts} attempt(s): "
+        f"{type(error).__name__}: {one_line(error)}",
+        view=view.name,
+    )
+
+
+def _output_error(view: RealtimeFeatureView, what: str, feature: str | None = None) -> OutputError:
+    return OutputError(f"Feature view '{view.name}' {what}.", view=view.name, feature=feature)
+
+
+def run_transformation(
+    view: RealtimeFeatureView, input_data: Mapping[str, Any], resources: Mapping[str, Any] | None
+) -> Any:
+    """`view.run_transformation(...)`: the view's features for `input_data` (a dict in
+    python mode, a DataFrame in pandas mode), with `resources` given by name and the rest
+    built from their providers, then torn down."""
+    given = dict(resources or {})
+    declared = dict(view.resource_providers)
+    unknown = sorted(set(given) - declared.keys())
+    if unknown:
+        raise BadRequest(
+            f"Feature view '{view.name}' declares no resource '{unknown[0]}'; it declares "
+            f"{', '.join(declared) or 'none'}.",
+            view=view.name,
+        )
+    missing = [name for name in view.source_names if name not in input_data]
+    if missing:
+        raise BadRequest(
+            f"Feature view '{view.name}' needs input_data['{missing[0]}'] (its transform's "
+            f"parameter for that source); it got {', '.join(map(repr, input_data)) or 'none'}.",
+            view=view.name,
+        )
+    by_source = [_fields(input_data[name]) for name in view.source_names]
+    secret_values = resolve_secrets([view]) if set(declared) - set(given) or view.secrets else {}
+
+    async def once() -> list[dict[str, Any]]:
+        runtime = Runtime([view], secret_values, {}, given)
+        try:
+            await runtime.start()
+            call = runtime.calls[view.name]
+            return [await call.answer(request_fields(view, by_source))]
+        finally:
+            await runtime.close()
+
+    rows = _run_sync(once())
+    if view.mode == "pandas":
+        import pandas as pd
+
+        return pd.DataFrame(rows)
+    return rows[0]
+
+
+def _fields(given: Any) -> Mapping[str, Any]:
+    """A source's fields from a dict, or from the first row of a one-row DataFrame."""
+    if hasattr(given, "to_dict") and hasattr(given, "columns"):
+        rows = given.to_dict("records")
+        return rows[0] if rows else {}
+    return given
+
+
+def _run_sync(coroutine: Coroutine[Any, Any, T]) -> T:
+    """Run a coroutine to its end from sync code, even where a loop already runs (Jupyter)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coroutine)
+    with concurrent.futures.ThreadPoolExecutor(1) as thread:
+        return thread.submit(asyncio.run, coroutine).result()
