@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test bench lint clean
+.PHONY: install demo serve test bench lint clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,6 +16,9 @@ install: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/python -m fixtures.demo
+
+serve: $(STAMP)
+	$(BIN)/python -m fixtures.serve_demo
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -19,6 +19,7 @@ SCENARIOS = {
     "s5_overhead": "overhead",
     "s6_startup": "startup",
     "s7_memory": "memory",
+    "s8_serving": "serving",
 }
 
 

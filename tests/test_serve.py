@@ -168,41 +168,13 @@ def test_the_seed_view_answers_with_embeddings_over_the_real_openai_client(
     assert server.runtime.stats.teardowns["open_ai_client"] == 1
 
 
-SEED_AS_WRITTEN = """
-from engine import *
-
-@resource_provider(
-    tags={"environment": "staging"},
-    owner="tom@tecton.ai",
-    secrets={"open_ai_key": Secret(scope="openai_embeddings", key="open_ai")},
-)
-def open_ai_client(context):
-    from openai import OpenAI
-
-    return OpenAI(api_key=context.secrets["open_ai_key"])
-
-input_request = RequestSource(schema=[Field("input", String)])
-@realtime_feature_view(
-    sources=[input_request],
-    mode="python",
-    features=[Attribute("embedding", String)],
-    resource_providers={"openai": open_ai_client},
-)
-def realtime_embedding(input_request, context):
-    openai = context.resources["openai"]
-    response = openai.embeddings.create(
-        input=input_request["input"], model="text-embedding-ada-002"
-    )
-    return {"embedding": response.data[0].embedding}
-"""
+SEED = REPO / "tests" / "jobs" / "tecton_seed.py"  # Tecton's page verbatim, imports aside
 
 
 def test_the_seed_view_as_written_gets_an_error_naming_view_feature_and_types(
-    openai_env: MockAPI, tmp_path: Path
+    openai_env: MockAPI,
 ) -> None:
-    job = tmp_path / "seed_realtime.py"
-    job.write_text(SEED_AS_WRITTEN)
-    with FeatureServer(job) as server, pytest.raises(OutputError) as caught:
+    with FeatureServer(SEED) as server, pytest.raises(OutputError) as caught:
         server.get_features("realtime_embedding", request_context={"input": "hello"})
     assert str(caught.value) == (
         "Feature view 'realtime_embedding' returned feature 'embedding' as list of float, "
@@ -325,3 +297,20 @@ def test_an_unknown_service_is_a_404_naming_what_is_served(tmp_path: Path) -> No
     with FeatureServer(_job_with(tmp_path, "only")) as server, pytest.raises(BadRequest) as caught:
         server.get_features("x", {"text": "a"})
     assert unknown in str(caught.value) and caught.value.status == 404
+
+
+def test_the_fraud_job_scores_a_transaction_at_request_time_once_per_ttl(
+    mock_api: MockAPI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from fixtures.mock_api import score
+
+    monkeypatch.setenv("FRAUD_API_URL", mock_api.url)
+    with FeatureServer(REPO / "jobs" / "fraud_signals.py") as server:
+        before = mock_api.stats()["requests"]
+        first = server.get_features("fraud", {"user_id": "u1", "amount": 12})
+        again = server.get_features("fraud", {"amount": 12.0, "user_id": "u1"})
+        other = server.get_features("fraud", {"user_id": "u2", "amount": 12})
+        calls = mock_api.stats()["requests"] - before
+    assert first.to_dict() == {"fraud_score_now.fraud_score": score("u1", 12.0)} == again.to_dict()
+    assert other.to_dict() == {"fraud_score_now.fraud_score": score("u2", 12.0)}
+    assert calls == 2  # the repeated transaction came from the cache

@@ -21,7 +21,7 @@ import pytest
 
 from fixtures.mock_api import MockAPI, embed
 from tests.conftest import REPO
-from tests.test_serve import SEED_AS_WRITTEN
+from tests.test_serve import SEED
 
 JOB = REPO / "tests" / "jobs" / "serving.py"
 GET_FEATURES = "/api/v1/feature-service/get-features"
@@ -362,14 +362,12 @@ def test_no_secret_reaches_a_response_a_log_line_or_the_metrics(served: Server) 
 def test_the_seed_view_as_written_answers_a_500_naming_view_feature_and_types(
     tmp_path: Path, mock_api: MockAPI
 ) -> None:
-    job = tmp_path / "seed_realtime.py"
-    job.write_text(SEED_AS_WRITTEN)
     env = {
         "OPENAI_BASE_URL": mock_api.base_url,
         "RIVULET_SECRET_OPENAI_EMBEDDINGS__OPEN_AI": "t",
         "SERVE_LOG": str(tmp_path / "unused.log"),
     }
-    server = Server(job, env=env)
+    server = Server(SEED, env=env)
     try:
         server.wait_until_healthy()
         answer = ask(server.url, input="hello")

@@ -88,6 +88,14 @@ class Resources(_Declared):
         return ResourceError(message + " Add it to resource_providers={...}.")
 
 
+def running_loop() -> asyncio.AbstractEventLoop | None:
+    """The event loop running on this thread, or None (sync code on a plain thread)."""
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
 @dataclass(frozen=True, kw_only=True)
 class CallContext:
     """What every transform sees besides its input: resources and secrets. Batch and
@@ -105,11 +113,7 @@ class CallContext:
     def spend(self, resource: str, tokens: float) -> None:
         """Block until `tokens` more of the resource's rate limit are available (sync code)."""
         assert self._loop is not None and self._limits is not None
-        try:
-            running = asyncio.get_running_loop()
-        except RuntimeError:
-            running = None
-        if running is self._loop:
+        if running_loop() is self._loop:
             raise ResourceError(
                 "context.spend() was called from an async transform; use "
                 "`await context.aspend(...)` there."

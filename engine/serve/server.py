@@ -26,6 +26,7 @@ from engine.errors import BadRequest, RivuletError, SettingsError, ViewTimeout
 from engine.plan.job import Job, load_job
 from engine.plan.rates import worker_rates
 from engine.plan.secrets import resolve_secrets
+from engine.runtime.context import running_loop
 from engine.serve.transform import Runtime, request_fields
 
 log = logging.getLogger("rivulet")
@@ -150,11 +151,7 @@ class FeatureServer:
         """The service's features for one request (from sync code); see `aget_features`."""
         if self._loop is None:
             raise SettingsError("FeatureServer.get_features() needs `with FeatureServer(...)`.")
-        try:
-            running = asyncio.get_running_loop()
-        except RuntimeError:
-            running = None
-        if running is self._loop:
+        if running_loop() is self._loop:
             raise SettingsError(
                 "FeatureServer.get_features() was called on the server's own event loop; "
                 "use `await server.aget_features(...)` there."

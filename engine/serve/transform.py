@@ -26,7 +26,7 @@ from engine.errors import (
 )
 from engine.plan.secrets import literal_secrets, redactor, resolve_secrets
 from engine.runtime.caller import Caller, CallSpec, FailedCall
-from engine.runtime.context import CallContext, Resources, Secrets
+from engine.runtime.context import CallContext, Resources, Secrets, running_loop
 from engine.runtime.limits import Limits
 from engine.runtime.resources import ResourcePool
 from engine.runtime.stats import CallStats
@@ -106,7 +106,10 @@ class ViewCall:
             ) from None
         except FailedCall as failed:
             raise _failure(view, failed) from failed.error
-        return checked_features(view, returned)[0]
+        rows = checked_features(view, returned)
+        if len(rows) != 1:
+            raise _output_error(view, f"returned {len(rows)} rows for one request, not 1")
+        return rows[0]
 
 
 def _spread(function: Callable[..., Any]) -> Callable[..., Any]:
@@ -280,21 +283,20 @@ def run_transformation(
     by_source = [_fields(input_data[name]) for name in view.source_names]
     secret_values = resolve_secrets([view]) if set(declared) - set(given) or view.secrets else {}
 
-    async def once() -> list[dict[str, Any]]:
+    async def once() -> dict[str, Any]:
         runtime = Runtime([view], secret_values, {}, given)
         try:
             await runtime.start()
-            call = runtime.calls[view.name]
-            return [await call.answer(request_fields(view, by_source))]
+            return await runtime.calls[view.name].answer(request_fields(view, by_source))
         finally:
             await runtime.close()
 
-    rows = _run_sync(once())
+    features = _run_sync(once())
     if view.mode == "pandas":
         import pandas as pd
 
-        return pd.DataFrame(rows)
-    return rows[0]
+        return pd.DataFrame([features])
+    return features
 
 
 def _fields(given: Any) -> Mapping[str, Any]:
@@ -307,9 +309,7 @@ def _fields(given: Any) -> Mapping[str, Any]:
 
 def _run_sync(coroutine: Coroutine[Any, Any, T]) -> T:
     """Run a coroutine to its end from sync code, even where a loop already runs (Jupyter)."""
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
+    if running_loop() is None:
         return asyncio.run(coroutine)
     with concurrent.futures.ThreadPoolExecutor(1) as thread:
         return thread.submit(asyncio.run, coroutine).result()
