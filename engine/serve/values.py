@@ -15,6 +15,9 @@ from typing import Any
 from engine.define.types import Array, DataType
 
 _INT_RANGE = {"Int32": 2**31, "Int64": 2**63}
+# Element types that values of exactly these Python types fit as they are (ints are left
+# to the per-element path: their range is checked, and a float feature's ints converted).
+_PLAIN = {"Float32": {float}, "Float64": {float}, "String": {str}, "Bool": {bool}}
 _JSON_TYPE = {
     "String": "string",
     "Int32": "int32",
@@ -52,10 +55,16 @@ def describe(value: Any) -> str:
 
 
 def to_json(value: Any) -> Any:
-    """A checked value in JSON terms: timestamps as ISO-8601 strings in UTC."""
+    """A checked value in JSON terms: timestamps as ISO-8601 strings in UTC, non-finite
+    floats as JSON has them (null for NaN, "Infinity")."""
     if isinstance(value, datetime):
         return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
     if isinstance(value, list):
+        kinds = set(map(type, value))
+        if kinds <= {float, int} and math.isfinite(sum(value)):  # no inf, no nan
+            return value
+        if kinds <= {str, bool, type(None)}:
+            return value
         return [to_json(item) for item in value]
     if isinstance(value, float) and not math.isfinite(value):
         return None if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
@@ -71,6 +80,8 @@ def _checked(dtype: DataType, value: Any, from_json: bool) -> tuple[Any, bool]:
     if isinstance(dtype, Array):
         if not isinstance(value, list | tuple):
             return value, False
+        if set(map(type, value)) <= _PLAIN.get(repr(dtype.element_type), set()):
+            return list(value), True  # an embedding's 1,536 floats: no call per element
         items = [_checked(dtype.element_type, item, from_json) for item in value]
         return [item for item, _ in items], all(fits for _, fits in items)
     name = repr(dtype)
