@@ -37,6 +37,15 @@ def test_waiting_for_the_gil_does_not_make_python_work_look_like_waiting() -> No
     assert dispatch.chunk_size == int(0.002 / (0.002 / 512))  # sized by CPU, not wall time
 
 
+def test_rows_first_seen_on_a_loaded_machine_stay_on_a_few_threads() -> None:
+    # Two busy processes on two cores: a row of Python work spends 15% of its wall time on
+    # the CPU, the rest waiting for a core. That is between the thresholds, where rows
+    # stay what they were; they start as CPU work, so they stay on a few threads.
+    dispatch = Dispatch(concurrency=16)
+    feed(dispatch, rows=512, wall=0.010, cpu=0.0015)
+    assert dispatch.cpu_bound and dispatch.in_flight == CPU_CHUNKS_IN_FLIGHT
+
+
 def test_rows_that_start_waiting_get_their_threads_back() -> None:
     dispatch = Dispatch(concurrency=16)
     feed(dispatch, rows=512, wall=0.001, cpu=0.00095)

@@ -5,8 +5,11 @@ more threads; a row of Python work only contends for the GIL with them. Which on
 shows in the share of its wall time that its own thread spent on the CPU (`thread_time`):
 under 1% for an API call, near 100% for Python work run alone. Wall time alone misleads:
 waiting for the GIL inflates it, so under load a fast row looked slow, more threads started,
-and the guess fed on itself. The share can fall under load too, so the decision has
-hysteresis: rows become CPU work above ENTER_CPU and stop being it only below LEAVE_CPU.
+and the guess fed on itself. The share can fall under load too (a thread waits its turn
+for a core), so rows count as CPU work until they show otherwise: they start as CPU work,
+stop being it only below LEAVE_CPU (an API call's share is far lower), and become it again
+above ENTER_CPU. A loaded machine can thus only keep rows on fewer threads, never start
+more.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ class Dispatch:
         self._wall: float | None = None  # mean wall seconds per row
         self._cpu = 0.0  # mean thread CPU seconds per row
         self._ramp = 1  # tasks in flight allowed so far: doubles with each task done
-        self.cpu_bound = False
+        self.cpu_bound = True  # until rows show they wait
 
     def observe(self, rows: int, wall: float, cpu: float) -> None:
         """Take what one thread task of `rows` rows took: wall and thread CPU seconds."""
