@@ -15,9 +15,10 @@ from engine.define.schedule import as_utc
 from engine.errors import SettingsError
 from engine.execute.local import LocalExecutor
 from engine.execute.protocol import Event, Executor, WorkerExited
-from engine.plan.environments import check_environments
+from engine.plan.environments import check_environments, requirements
 from engine.plan.intervals import Windows, complete_before, due_windows, not_due_note, split_due
 from engine.plan.job import Job, load_job
+from engine.plan.limiter import check_limiter
 from engine.plan.probe import probe_sources
 from engine.plan.rates import check_rate_overrides, worker_rates
 from engine.plan.secrets import resolve_secrets, short_secret_notes
@@ -49,6 +50,7 @@ class RunRequest:
     allow_stale: bool = False
     on_event: OnEvent = lambda event: None
     executor: Executor | None = None
+    limiter: str | None = None
 
 
 def backfill(
@@ -66,6 +68,7 @@ def backfill(
     on_event: OnEvent = lambda event: None,
     now: datetime | None = None,
     executor: Executor | None = None,
+    limiter: str | None = None,
 ) -> RunSummary:
     """Materialize every interval of the job's feature views in [start, end) to Parquet.
 
@@ -77,7 +80,9 @@ def backfill(
     environments are installed, every secret has a value): such problems raise a
     RivuletError. Failures of single intervals do not raise: they are in the summary.
     `rate_limits` overrides the requests per second of named resource providers; `executor`
-    runs the tasks (default: a LocalExecutor of `workers` processes).
+    runs the tasks (default: a LocalExecutor of `workers` processes). `limiter`
+    (redis://HOST:PORT/DB) makes each rate limit one bucket shared by every worker of every
+    run; without it each worker keeps to its share.
 
     Example:
         summary = backfill("jobs/embeddings.py", datetime(2024, 10, 26), datetime(2024, 11, 9))
@@ -90,7 +95,7 @@ def backfill(
         RunRequest(
             loaded, views, lambda ledger: (windows, notes + window_notes), "backfill",
             Path(output), workers, secrets_file, rate_limits or {}, overwrite, allow_stale,
-            on_event, executor,
+            on_event, executor, limiter,
         )
     )  # fmt: skip
 
@@ -108,6 +113,7 @@ def run_due(
     on_event: OnEvent = lambda event: None,
     now: datetime | None = None,
     executor: Executor | None = None,
+    limiter: str | None = None,
 ) -> RunSummary:
     """The scheduled run: every complete interval after the last committed one (or from
     `feature_start_time`) up to `until` (default now), plus earlier ones that failed or lost
@@ -147,7 +153,7 @@ def run_due(
     return materialize(
         RunRequest(
             loaded, views, due, "run", Path(output), workers, secrets_file, rate_limits or {},
-            False, allow_stale, on_event, executor,
+            False, allow_stale, on_event, executor, limiter,
         )
     )  # fmt: skip
 
@@ -183,13 +189,17 @@ def materialize(request: RunRequest) -> RunSummary:
     providers = {p.name: p for view in views for _, p in view.resource_providers}
     check_rate_overrides(providers, request.rate_limits)
     notes = check_environments(views, loaded.environments)
-    cores = os.cpu_count() or 1
-    if workers > cores:
-        notes.append(
-            f"--workers {workers} was capped at {cores}, the machine's cores: workers are "
-            f"processes for CPU work, and each already makes its calls concurrently."
-        )
-        workers = cores
+    executor = request.executor
+    if executor is None:
+        cores = os.cpu_count() or 1
+        if workers > cores:
+            notes.append(
+                f"--workers {workers} was capped at {cores}, the machine's cores: workers are "
+                f"processes for CPU work, and each already makes its calls concurrently."
+            )
+        executor = LocalExecutor(min(workers, cores))
+    if request.limiter:
+        check_limiter(request.limiter)
     secret_values = resolve_secrets(views, request.secrets_file)
     notes += short_secret_notes(secret_values)
     probe_sources(views)
@@ -202,12 +212,16 @@ def materialize(request: RunRequest) -> RunSummary:
             output, views, windows, overwrite=request.overwrite, allow_stale=request.allow_stale
         )
         tasks = [p.task for p in planned if p.compute]
-        rates = worker_rates(views, request.rate_limits, min(workers, max(len(tasks), 1)))
+        sharing = 1 if request.limiter else min(executor.workers, max(len(tasks), 1))
+        rates = worker_rates(views, request.rate_limits, sharing)
         run_id = f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
         skipped = len(planned) - len(tasks)
         request.on_event(RunPlanned(loaded.name, run_id, tuple(tasks), tuple(notes), skipped))
         ledger.start_run(run_id, loaded.name, request.command)
-        settings = RunSettings(str(loaded.path), str(output.resolve()), run_id, rates)
+        settings = RunSettings(
+            str(loaded.path), str(output.resolve()), run_id, rates,
+            requirements(views, loaded.environments), request.limiter,
+        )  # fmt: skip
 
         def recover(task: Task) -> TaskResult | None:
             """The result of a task whose worker died after renaming its file into place."""
@@ -223,9 +237,7 @@ def materialize(request: RunRequest) -> RunSummary:
                 notes.append(event.note)
             request.on_event(event)
 
-        outcome = (request.executor or LocalExecutor(workers)).execute(
-            tasks, settings, secret_values, on_executor_event, recover
-        )
+        outcome = executor.execute(tasks, settings, secret_values, on_executor_event, recover)
         summary = RunSummary(
             loaded.name, run_id, output, outcome.results, outcome.reports,
             time.perf_counter() - began, notes, outcome.interrupted, skipped,

@@ -49,8 +49,8 @@ class ReversedThreads:
     """Hosts `serve` on `threads` threads of this process, tasks handed out last first; the
     workers' events reach `on_event` on the caller's thread, as the protocol asks."""
 
-    def __init__(self, threads: int) -> None:
-        self.threads = threads
+    def __init__(self, workers: int) -> None:
+        self.workers = workers
         self.order: list[Task] = []
 
     def execute(
@@ -76,13 +76,13 @@ class ReversedThreads:
                 args=(settings, secret_values, take, events.put, lambda: False),
                 kwargs={"worker_id": i},
             )
-            for i in range(self.threads)
+            for i in range(self.workers)
         ]
         for worker in workers:
             worker.start()
         results: dict[Task, TaskResult] = {}
         reports: list[WorkerReport] = []
-        while len(reports) < self.threads:
+        while len(reports) < self.workers:
             event = events.get()
             on_event(event)
             if isinstance(event, TaskResult):
@@ -131,8 +131,9 @@ def test_the_cli_names_its_executor(write_job, tmp_path) -> None:
                      "--executor", "local", "--output", tmp_path / "o")  # fmt: skip
     assert chosen.returncode == 0, chosen.stderr
     unknown = run_cli("backfill", job, "--start", "2024-10-26", "--end", "2024-10-27",
-                      "--executor", "ray", "--output", tmp_path / "o")  # fmt: skip
-    assert (
-        unknown.returncode == 2
-        and "Invalid value for '--executor': 'ray' is not 'local'" in unknown.stderr
-    )
+                      "--executor", "dask", "--output", tmp_path / "o")  # fmt: skip
+    assert unknown.returncode == 2
+    assert "Invalid value for '--executor': 'dask' is not one of 'local', 'ray'" in unknown.stderr
+    misplaced = run_cli("backfill", job, "--start", "2024-10-26", "--end", "2024-10-27",
+                        "--ray-address", "127.0.0.1:6379", "--output", tmp_path / "o")  # fmt: skip
+    assert misplaced.returncode == 2 and "--ray-address needs --executor ray" in misplaced.stderr

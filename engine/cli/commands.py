@@ -93,10 +93,21 @@ def _run_options(command: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--workers", default=1, show_default=True, type=int, help="Processes."),
         click.option(
             "--executor",
-            type=click.Choice(["local"]),
+            type=click.Choice(["local", "ray"]),
             default="local",
             show_default=True,
-            help="Where workers run: this machine's processes.",
+            help="Where workers run: this machine's processes, or Ray actors.",
+        ),
+        click.option(
+            "--ray-address",
+            metavar="ADDR",
+            help="The Ray cluster to join (default: start a local Ray).",
+        ),
+        click.option(
+            "--limiter",
+            metavar="redis://HOST:PORT/DB",
+            envvar="RIVULET_LIMITER",
+            help="Share each rate limit among every worker of every run through Redis.",
         ),
         click.option("--secrets-file", type=click.Path(dir_okay=False), help="TOML secrets."),
         click.option(
@@ -158,7 +169,13 @@ def _execute(entry: Callable[..., Any], as_json: bool, debug: bool, *args: Any, 
     from engine.cli.display import RunProgress, print_failures, print_summary
 
     run["rate_limits"] = _parse_rates(run["rate_limits"])
-    run.pop("executor")  # "local", the only choice: the engine's default LocalExecutor
+    address = run.pop("ray_address")
+    if run.pop("executor") == "ray":
+        from engine.execute.ray import RayExecutor
+
+        run["executor"] = RayExecutor(run["workers"], address)
+    elif address is not None:
+        raise SettingsError("--ray-address needs --executor ray.")
     with RunProgress(enabled=not as_json) as progress:
         summary = entry(*args, on_event=progress.update, **run)
     if summary.interrupted:  # stopping as asked: a further signal must not cut the summary

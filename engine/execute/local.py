@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import math
 import multiprocessing
 import multiprocessing.connection
 import os
@@ -13,12 +12,11 @@ import queue
 import signal
 import sys
 import threading
-import time
-from collections import Counter, deque
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from engine.define.secrets import Secret
+from engine.execute.driving import CANCEL_SECONDS, Tally, drive, stop_on_signals
 from engine.execute.protocol import (
     Event,
     Outcome,
@@ -26,17 +24,10 @@ from engine.execute.protocol import (
     RunSettings,
     Stopping,
     Task,
-    TaskResult,
-    WorkerExited,
-    WorkerFailed,
-    WorkerReport,
     serve,
 )
 from engine.work.worker import Worker
 
-_GRACE_SECONDS = 30.0  # how long a stopped run waits for workers to tear down
-_CANCEL_SECONDS = 5.0  # after a second signal: how long before workers are killed
-_TRIES = 3  # workers a task is tried on when its worker dies under it
 _PARENT_CHECK_SECONDS = 0.5  # how often a worker checks that its parent is alive
 
 
@@ -62,46 +53,25 @@ class LocalExecutor:
     ) -> Outcome:
         """Run every task, as the Executor protocol says (engine.execute.protocol). On
         Ctrl-C or SIGTERM workers stop early but still tear down their resources. A task
-        whose spawned worker dies is retried on a fresh worker, up to `_TRIES` in all.
+        whose spawned worker dies is retried on a fresh worker, up to `TRIES` in all.
         """
         if not tasks:
             return Outcome([], [], False)
         count = min(self.workers, len(tasks))
-        tally = _Tally(on_event)
+        tally = Tally(on_event)
         if count == 1:
             interrupted = _run_here(tasks, settings, secret_values, tally)
         else:
-            interrupted = _run_spawned(count, tasks, settings, secret_values, tally, recover)
+            pool = _SpawnedPool(settings, secret_values)
+            interrupted = drive(pool, count, tasks, tally, recover, "worker process")
         for task in tasks:
             if task not in tally.results:
-                tally.handle(_not_run(task, tally, interrupted))
+                tally.handle(tally.not_run(task, interrupted))
         return Outcome([tally.results[task] for task in tasks], tally.reports, interrupted)
 
 
-class _Tally:
-    """What the workers reported so far; passes every event on to `on_event`."""
-
-    def __init__(self, on_event: Callable[[Event], None]) -> None:
-        self.results: dict[Task, TaskResult] = {}
-        self.reported: set[int] = set()
-        self.reports: list[WorkerReport] = []
-        self.failures: list[WorkerFailed] = []
-        self._on_event = on_event
-
-    def handle(self, event: Event) -> None:
-        if isinstance(event, TaskResult):
-            self.results[event.task] = event
-        elif isinstance(event, WorkerReport):
-            self.reports.append(event)
-            self.reported.add(event.worker)
-        elif isinstance(event, WorkerFailed):
-            self.failures.append(event)
-            self.reported.add(event.worker)
-        self._on_event(event)
-
-
 def _run_here(
-    tasks: Sequence[Task], settings: RunSettings, secret_values: Mapping[Secret, str], tally: _Tally
+    tasks: Sequence[Task], settings: RunSettings, secret_values: Mapping[Secret, str], tally: Tally
 ) -> bool:
     """Run the tasks on one worker in this process; return whether it was interrupted.
 
@@ -142,7 +112,7 @@ def _run_here(
         stop.set()
         handle(Stopping(cancel))
 
-    with _stop_on_signals(lambda: on_signal(False), lambda: on_signal(True)):
+    with stop_on_signals(lambda: on_signal(False), lambda: on_signal(True)):
         if own_thread:
             _on_own_thread(work, passed_on, handle)
         else:
@@ -182,179 +152,80 @@ def _on_own_thread(
         raise errors[0]
 
 
-@contextlib.contextmanager
-def _stop_on_signals(stop: Callable[[], None], cancel: Callable[[], None]) -> Iterator[None]:
-    """While in the block, the first SIGINT or SIGTERM calls `stop`, later ones `cancel`.
-    Signal handlers belong to the main thread: elsewhere, signals keep theirs; so does a
-    signal this process ignores (started with nohup, say)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    seen = []
+class _SpawnedPool:
+    """Worker processes started with `spawn`, as `drive()` uses them (a `Pool`).
 
-    def request_stop(signum: int, frame: object) -> None:
-        seen.append(signum)
-        (stop if len(seen) == 1 else cancel)()
-
-    previous = {
-        sig: signal.signal(sig, request_stop)
-        for sig in (signal.SIGINT, signal.SIGTERM)
-        if signal.getsignal(sig) != signal.SIG_IGN
-    }
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, signal.SIG_DFL if handler is None else handler)
-
-
-def _run_spawned(
-    count: int,
-    tasks: Sequence[Task],
-    settings: RunSettings,
-    secret_values: Mapping[Secret, str],
-    tally: _Tally,
-    recover: Recover,
-) -> bool:
-    """Run the tasks on `count` spawned worker processes; return whether the run was
-    interrupted.
-
-    Each worker has an inbox: it gets one task at a time, the next one when it returns a
-    result, and None when there is no more work, so this process always knows which task
-    a worker holds. The first SIGINT or SIGTERM stops the workers at their next row (they
-    tear down and report, within `_GRACE_SECONDS`); a second one terminates them, and
-    kills them `_CANCEL_SECONDS` later. A worker that dies under a task is replaced.
+    Each worker has an inbox and an event pipe of its own: a worker killed mid-send cannot
+    block the others, as it could holding a shared queue's lock. Stopping sets an event
+    every worker watches; cancelling sends SIGTERM (the worker cancels its interval and
+    tears down); closing kills what is left.
     """
-    context = multiprocessing.get_context("spawn")
-    pipes: dict[Any, int] = {}  # each worker's own event pipe: a worker killed mid-send
-    # cannot block the others, as it could holding a shared queue's lock
-    stop = context.Event()
-    queued = deque(tasks)
-    live: dict[int, Any] = {}  # pid: process
-    inboxes: dict[int, Any] = {}
-    holding: dict[int, Task | None] = {}  # pid: the task it was last given
-    tries: Counter[Task] = Counter()
 
-    def start() -> None:
-        inbox = context.Queue()
-        receiver, sender = context.Pipe(duplex=False)
-        process = context.Process(
+    def __init__(self, settings: RunSettings, secret_values: Mapping[Secret, str]) -> None:
+        self._context = multiprocessing.get_context("spawn")
+        self._settings = settings
+        self._secret_values = dict(secret_values)
+        self._stop = self._context.Event()
+        self._pipes: dict[Any, int] = {}  # receiving end: pid
+        self._processes: dict[int, Any] = {}  # pid: process, until it ended or retired
+        self._inboxes: dict[int, Any] = {}
+
+    def start(self) -> int:
+        inbox = self._context.Queue()
+        receiver, sender = self._context.Pipe(duplex=False)
+        process = self._context.Process(
             target=_worker_main,
-            args=(settings, dict(secret_values), inbox, sender, stop),
-            name=f"rivulet-worker-{len(inboxes)}",
+            args=(self._settings, self._secret_values, inbox, sender, self._stop),
+            name=f"rivulet-worker-{len(self._inboxes)}",
             daemon=True,
         )
         process.start()
         sender.close()  # the worker's end: EOF here once the worker is gone
-        pipes[receiver] = process.pid
-        live[process.pid] = process
-        inboxes[process.pid] = inbox
-        give(process.pid)
+        self._pipes[receiver] = process.pid
+        self._processes[process.pid] = process
+        self._inboxes[process.pid] = inbox
+        return process.pid
 
-    def give(pid: int) -> None:
-        task = queued.popleft() if queued and not stop.is_set() else None
-        holding[pid] = task
-        inboxes[pid].put(task)
+    def give(self, worker: int, task: Task | None) -> None:
+        self._inboxes[worker].put(task)
 
-    def died(pid: int, code: int | None) -> None:
-        """A worker exited without its report: recover, retry or fail the task it held."""
-        task = holding.pop(pid, None)
-        if task is None or task in tally.results or stop.is_set():
-            return
-        result = recover(task)
-        if result is not None:
-            outcome = "committed"
-        elif tries[task] + 1 < _TRIES:
-            tries[task] += 1
-            outcome = "retried"
-            queued.appendleft(task)
-        else:
-            outcome = "failed"
-            result = _worker_died(task, pid, code)
-        tally.handle(WorkerExited(pid, code, task, outcome, _TRIES))
-        if result is not None:
-            tally.handle(result)
+    def receive(self, timeout: float) -> list[Event]:
+        events = []
+        for receiver in multiprocessing.connection.wait(list(self._pipes), timeout):
+            try:
+                events.append(receiver.recv())
+            except (EOFError, OSError):  # the worker is gone, and so is its end
+                del self._pipes[receiver]
+        return events
 
-    def handle(event: Event) -> None:
-        tally.handle(event)
-        if isinstance(event, TaskResult) and event.worker in live:
-            if live[event.worker].exitcode is None:  # a dead one's task is retried instead
-                give(event.worker)
-        elif isinstance(event, WorkerReport | WorkerFailed) and event.worker in live:
-            process = live.pop(event.worker)  # its last word: it exits right after
-            process.join(_CANCEL_SECONDS)
+    def exited(self) -> dict[int, int | None]:
+        ended = {pid: p.exitcode for pid, p in self._processes.items() if p.exitcode is not None}
+        for pid in ended:
+            del self._processes[pid]
+        return ended
+
+    def alive(self, worker: int) -> bool:
+        process = self._processes.get(worker)
+        return process is not None and process.exitcode is None
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def cancel(self) -> None:
+        for process in self._processes.values():
+            process.terminate()
+
+    def retire(self, worker: int) -> None:
+        process = self._processes.pop(worker, None)
+        if process is not None:
+            process.join(CANCEL_SECONDS)
             if process.is_alive():
                 process.kill()
 
-    def receive(timeout: float) -> bool:
-        """Handle the events the workers sent within `timeout`; whether there were any."""
-        ready = multiprocessing.connection.wait(list(pipes), timeout)
-        for receiver in ready:
-            try:
-                handle(receiver.recv())
-            except (EOFError, OSError):  # the worker is gone, and so is its end
-                del pipes[receiver]
-        return bool(ready)
-
-    def drain() -> None:
-        """Handle the events already sent (by a worker that exited, say)."""
-        while pipes and receive(0.05):
-            pass
-
-    for _ in range(count):
-        start()
-    stopping, cancelled = threading.Event(), threading.Event()
-    deadline = math.inf
-    with _stop_on_signals(stopping.set, cancelled.set):
-        while live:
-            if stopping.is_set() and not stop.is_set():
-                stop.set()  # workers abandon their interval, tear down, and report
-                deadline = time.monotonic() + _GRACE_SECONDS
-                tally.handle(Stopping(cancel=False))
-            if cancelled.is_set() and deadline > time.monotonic() + _CANCEL_SECONDS:
-                for process in live.values():
-                    process.terminate()  # the worker cancels its interval and tears down
-                deadline = time.monotonic() + _CANCEL_SECONDS
-                tally.handle(Stopping(cancel=True))
-            if time.monotonic() > deadline:
-                break
-            if not receive(0.2):
-                dead = {pid: p for pid, p in live.items() if p.exitcode is not None}
-                if not dead:
-                    continue
-                drain()  # what they sent before exiting
-                for pid, process in dead.items():
-                    live.pop(pid, None)
-                    if pid not in tally.reported:
-                        died(pid, process.exitcode)
-                while queued and not stop.is_set() and len(live) < count:
-                    start()  # in the dead workers' places
-    for process in live.values():
-        process.kill()
-        process.join()
-    drain()
-    return stop.is_set()
-
-
-def _not_run(task: Task, tally: _Tally, interrupted: bool) -> TaskResult:
-    """A result for a task no worker ran: the run was interrupted first, or no worker could
-    start. The ledger does not have it yet."""
-    if interrupted:
-        kind, error = "Interrupted", "The run was interrupted before this interval."
-    elif tally.failures:
-        kind, error = tally.failures[0].error_kind, tally.failures[0].error
-    else:
-        kind, error = "Worker error", f"No worker ran {task.label}."
-    return TaskResult(task, 0, error_kind=kind, error=error)
-
-
-def _worker_died(task: Task, worker: int, code: int | None) -> TaskResult:
-    return TaskResult(
-        task,
-        worker,
-        error_kind="Worker error",
-        error=f"The worker process {worker} exited (code {code}) while computing {task.label}.",
-    )
+    def close(self) -> None:
+        for process in self._processes.values():
+            process.kill()
+            process.join()
 
 
 def _worker_main(
@@ -365,7 +236,7 @@ def _worker_main(
     Ctrl-C is the parent's to handle: it sets `stop`, which ends this worker's waits too.
     SIGTERM (the parent's second signal, or a scheduler) cancels the interval in progress.
     A worker whose parent died stops at once, writes nothing more, and exits within
-    `_CANCEL_SECONDS` whatever it was doing. The process ends with os._exit, so a call stuck
+    `CANCEL_SECONDS` whatever it was doing. The process ends with os._exit, so a call stuck
     on a thread cannot keep it alive.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -389,7 +260,7 @@ def _worker_main(
                     worker.stop()
             if multiprocessing.connection.wait([parent.sentinel], timeout=_PARENT_CHECK_SECONDS):
                 cancel()
-                threading.Timer(_CANCEL_SECONDS, os._exit, (1,)).start()
+                threading.Timer(CANCEL_SECONDS, os._exit, (1,)).start()
                 return
 
     threading.Thread(target=watch, name="rivulet-watch", daemon=True).start()

@@ -84,7 +84,7 @@ class Stopping:
 
 @dataclass(frozen=True)
 class WorkerExited:
-    """A worker process died (killed, out of memory) while computing `task`."""
+    """A worker (a process, an actor) died (killed, out of memory) while computing `task`."""
 
     worker: int
     exitcode: int | None
@@ -100,7 +100,7 @@ class WorkerExited:
             "failed": f"it was tried on {self.tries} workers and fails",
         }[self.outcome]
         return (
-            f"Worker process {self.worker} exited (code {self.exitcode}) while computing "
+            f"Worker {self.worker} exited (code {self.exitcode}) while computing "
             f"{self.task.label}; {then}."
         )
 
@@ -130,7 +130,10 @@ class Outcome:
 
 
 class Executor(Protocol):
-    """Runs a run's tasks on workers; see the module docstring for the whole contract."""
+    """Runs a run's tasks on workers; see the module docstring for the whole contract.
+    `workers` is how many run at once: the run's rate limits are split among them."""
+
+    workers: int
 
     def execute(
         self,

@@ -53,3 +53,16 @@ def _check(view: str, environment: str, line: str) -> None:
             f"Environment '{environment}' (of feature view '{view}') requires '{line}', but "
             f"{requirement.name} {installed} is installed."
         )
+
+
+def requirements(
+    views: Iterable[BatchFeatureView], environments: dict[str, Environment]
+) -> tuple[str, ...]:
+    """Every requirement of the views' declared Environments, each once, in order."""
+    found = [
+        line
+        for view in views
+        if view.environment in environments
+        for line in environments[view.environment].requirements
+    ]
+    return tuple(dict.fromkeys(found))
