@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from aiolimiter import AsyncLimiter
 
 from engine.define.resources import ResourceProvider
+from engine.runtime.shared_limits import SharedBuckets
 from engine.runtime.stats import CallStats
 from engine.runtime.stopping import Stopper
 
@@ -20,6 +21,8 @@ class Limits:
     `rates` maps a provider name to (requests per second, burst) for this worker: the run's
     limit divided by the number of workers, so that together they keep to it. A bucket
     starts full, not empty, so a run opens at the steady rate instead of with a burst.
+    With `shared` (buckets in Redis), `rates` is the run's whole limit and every worker of
+    every run takes from the same bucket instead.
     Waits end when `stopper` stops. `stats.limiter_wait_seconds` adds up the wall time
     during which at least one call was waiting for a token (not each call's wait).
     """
@@ -29,8 +32,10 @@ class Limits:
         rates: Mapping[str, tuple[float, float]],
         stats: CallStats,
         stopper: Stopper | None = None,
+        shared: SharedBuckets | None = None,
     ) -> None:
         self._rates = rates
+        self._shared = shared
         self._stats = stats
         self._stopper = stopper or Stopper()
         self._limiters: dict[str, AsyncLimiter] = {}
@@ -56,13 +61,16 @@ class Limits:
 
     async def take(self, name: str, tokens: float) -> None:
         """Wait for `tokens` of the named provider's bucket (no-op when it has no limit)."""
-        limiter = await self._limiter(name)
-        if limiter is None:
+        if name not in self._rates:
             return
         if self._waiters == 0:
             self._waiting_since = time.perf_counter()
         self._waiters += 1
         try:
+            if self._shared is not None:
+                await self._shared.take(name, tokens)
+                return
+            limiter = await self._limiter(name)
             async with self._stopper.waiting():
                 while tokens > 0:
                     chunk = min(tokens, limiter.max_rate)  # aiolimiter refuses more than that
@@ -73,9 +81,7 @@ class Limits:
             if self._waiters == 0:
                 self._stats.limiter_wait_seconds += time.perf_counter() - self._waiting_since
 
-    async def _limiter(self, name: str) -> AsyncLimiter | None:
-        if name not in self._rates:
-            return None
+    async def _limiter(self, name: str) -> AsyncLimiter:
         if name not in self._limiters:
             rate, burst = self._rates[name]
             limiter = self._limiters[name] = AsyncLimiter(burst, burst / rate)

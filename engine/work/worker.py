@@ -27,6 +27,7 @@ from engine.runtime.caller import Caller, CallSpec
 from engine.runtime.context import Resources, Secrets
 from engine.runtime.limits import Limits
 from engine.runtime.resources import ResourcePool
+from engine.runtime.shared_limits import SharedBuckets
 from engine.runtime.stats import CallStats
 from engine.runtime.stopping import Stopper
 from engine.runtime.threads import DaemonThreads
@@ -44,6 +45,10 @@ class RunSettings:
     run_id: str
     rates: dict[str, tuple[float, float]] = field(default_factory=dict)
     """Per-worker (requests per second, burst) by provider name: the run's limit / workers."""
+    requirements: tuple[str, ...] = ()
+    """What the views' Environments require: checked here, installed by a cluster's runtime."""
+    limiter: str | None = None
+    """redis://HOST:PORT/DB of rate limits shared by every worker (then `rates` are whole)."""
 
 
 @dataclass(frozen=True)
@@ -110,7 +115,12 @@ class Worker:
         self._writes = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rivulet-write")
         self._stats = CallStats()
         self._pool = ResourcePool(secret_values, self._stats, self._redact, self._stopper)
-        self._limits = Limits(settings.rates, self._stats, self._stopper)
+        self._shared = (
+            SharedBuckets(settings.limiter, settings.rates, self._stopper)
+            if settings.limiter
+            else None
+        )
+        self._limits = Limits(settings.rates, self._stats, self._stopper, self._shared)
         self._callers: dict[str, Caller] = {}
         self._commits = 0
         self._current: asyncio.Task | None = None
@@ -244,6 +254,8 @@ class Worker:
         """Tear down every resource this worker built and report the counts."""
         try:
             self._loop.run_until_complete(self._pool.close())
+            if self._shared is not None:
+                self._loop.run_until_complete(self._shared.close())
         finally:
             self._threads.shutdown(wait=False, cancel_futures=True)
             self._writes.shutdown(wait=False, cancel_futures=True)
