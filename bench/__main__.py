@@ -20,6 +20,7 @@ SCENARIOS = {
     "s6_startup": "startup",
     "s7_memory": "memory",
     "s8_serving": "serving",
+    "s9_ray": "ray",
 }
 
 

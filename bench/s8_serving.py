@@ -62,11 +62,11 @@ def _healthy(url: str) -> bool:
         return False
 
 
-def load(url: str, service: str, requests: int, *extra: str) -> dict:
+def load(url: str, service: str, requests: int, *extra: str, clients: int = CLIENTS) -> dict:
     """Run the load generator against `url`; its figures."""
     done = subprocess.run(
         [sys.executable, "-m", "bench.load", url, "--service", service, "--clients",
-         str(CLIENTS), "--requests", str(requests), *extra],
+         str(clients), "--requests", str(requests), *extra],
         capture_output=True, text=True, check=True, cwd=ROOT,
     )  # fmt: skip
     figures = json.loads(done.stdout)
@@ -87,6 +87,7 @@ def run(workdir: Path, quick: bool) -> Scenario:
         "Rivulet serve, --workers 2": [*rivulet, "--workers", "2"],
     }  # fmt: skip
     figures: dict[str, dict] = {}
+    alone: dict[str, float] = {}  # p50 with one client: the time a request takes, unqueued
     calls: dict[str, float] = {}
     with MockAPI(latency_ms=LATENCY_MS) as api:
         env = {
@@ -98,6 +99,8 @@ def run(workdir: Path, quick: bool) -> Scenario:
             with serving(command, env) as url:
                 load(url, "realtime_embedding", requests // 5)  # warm-up: connections, caches
                 runs = [load(url, "realtime_embedding", requests) for _ in range(repeats(quick))]
+                one = load(url, "realtime_embedding", requests // 6, clients=1)
+                alone[name] = statistics.median(one["latencies_ms"])
             figures[name] = max(runs, key=lambda run: requests / run["seconds"])
         mix = ("--hot", "20", "--repeat", "0.9")
         with serving(rivulet, env) as url:
@@ -109,7 +112,10 @@ def run(workdir: Path, quick: bool) -> Scenario:
     p50 = {name: statistics.median(run["latencies_ms"]) for name, run in figures.items()}
     p99 = {name: _quantile(run["latencies_ms"], 0.99) for name, run in figures.items()}
     hand, one, two = contenders
-    detail = {name: f"p50 {p50[name]:.1f} ms, p99 {p99[name]:.1f} ms" for name in contenders}
+    detail = {
+        name: f"p50 {p50[name]:.1f} ms, p99 {p99[name]:.1f} ms; 1 client: p50 {alone[name]:.2f} ms"
+        for name in contenders
+    }
     detail[two] += f"; {rate[two] / rate[one]:.2f}x of 1 process"
     rows = [Row(name, rate[name], rate[name] / rate[hand], detail[name]) for name in contenders]
     for service, label in (("realtime_embedding", "no cache"), ("cached_embedding", "Cache")):
@@ -121,7 +127,7 @@ def run(workdir: Path, quick: bool) -> Scenario:
                 f"{calls[service]:.2f} API calls a request; p50 {p50[service]:.1f} ms",
             )
         )
-    added = p50[one] - p50[hand]
+    added = alone[one] - alone[hand]
     met = rate[one] >= 0.9 * rate[hand] and rate[two] >= 1.5 * rate[one] and added <= 1.0
     return Scenario(
         name="s8_serving",
@@ -130,7 +136,7 @@ def run(workdir: Path, quick: bool) -> Scenario:
         rows=rows,
         target=(
             ">= 0.9 of hand-written with 1 process, --workers 2 >= 1.5x of 1 process, "
-            f"median added <= 1 ms (added: {added:+.2f} ms)"
+            f"median added <= 1 ms (added, 1 client: {added:+.2f} ms)"
         ),
         met=met,
         notes=[
