@@ -16,6 +16,7 @@ from typing import Protocol
 
 from engine.execute.protocol import (
     Event,
+    Outcome,
     Recover,
     Stopping,
     Task,
@@ -89,6 +90,14 @@ class Tally:
             self.failures.append(event)
             self.reported.add(event.worker)
         self._on_event(event)
+
+    def outcome(self, tasks: Sequence[Task], interrupted: bool) -> Outcome:
+        """The executor's answer: a result for every task (those no worker ran get one
+        saying why), in the tasks' order, and every worker's report."""
+        for task in tasks:
+            if task not in self.results:
+                self.handle(self.not_run(task, interrupted))
+        return Outcome([self.results[task] for task in tasks], self.reports, interrupted)
 
     def not_run(self, task: Task, interrupted: bool) -> TaskResult:
         """A result for a task no worker ran: the run was interrupted first, or no worker

@@ -64,10 +64,7 @@ class LocalExecutor:
         else:
             pool = _SpawnedPool(settings, secret_values)
             interrupted = drive(pool, count, tasks, tally, recover, "worker process")
-        for task in tasks:
-            if task not in tally.results:
-                tally.handle(tally.not_run(task, interrupted))
-        return Outcome([tally.results[task] for task in tasks], tally.reports, interrupted)
+        return tally.outcome(tasks, interrupted)
 
 
 def _run_here(

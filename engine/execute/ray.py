@@ -69,10 +69,7 @@ class RayExecutor:
         pool = _ActorPool(ray, settings, secret_values, self.num_cpus, runtime_env)
         count = min(self.workers, len(tasks))
         interrupted = drive(pool, count, tasks, tally, recover, "Ray actor")
-        for task in tasks:
-            if task not in tally.results:
-                tally.handle(tally.not_run(task, interrupted))
-        return Outcome([tally.results[task] for task in tasks], tally.reports, interrupted)
+        return tally.outcome(tasks, interrupted)
 
 
 def connect(address: str | None) -> Any:
