@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from engine.runtime.dispatch import CPU_CHUNKS_IN_FLIGHT, MOST_ROWS_PER_CHUNK, Dispatch
+from engine.runtime.dispatch import (
+    CPU_CHUNKS_IN_FLIGHT,
+    EVIDENCE_ROWS,
+    MOST_ROWS_PER_CHUNK,
+    Dispatch,
+)
 
 
 def feed(dispatch: Dispatch, rows: int, wall: float, cpu: float, times: int = 10) -> None:
@@ -13,8 +18,8 @@ def feed(dispatch: Dispatch, rows: int, wall: float, cpu: float, times: int = 10
 def test_rows_that_wait_run_alone_with_the_full_concurrency() -> None:
     dispatch = Dispatch(concurrency=64)
     assert (dispatch.chunk_size, dispatch.in_flight) == (1, 1)  # nothing measured yet
-    feed(dispatch, rows=1, wall=0.005, cpu=0.00002)  # an API call: 5 ms, 20 µs of CPU
-    assert not dispatch.cpu_bound
+    feed(dispatch, rows=1, wall=0.005, cpu=0.00002, times=EVIDENCE_ROWS)  # API calls: 5 ms,
+    assert not dispatch.cpu_bound  # 20 µs of CPU each
     assert (dispatch.chunk_size, dispatch.in_flight) == (1, 64)
 
 
@@ -55,7 +60,7 @@ def test_rows_that_start_waiting_get_their_threads_back() -> None:
 
 def test_hysteresis_holds_between_the_thresholds() -> None:
     waiting, working = Dispatch(concurrency=16), Dispatch(concurrency=16)
-    feed(waiting, rows=1, wall=0.005, cpu=0.00002)
+    feed(waiting, rows=1, wall=0.005, cpu=0.00002, times=EVIDENCE_ROWS)
     feed(working, rows=512, wall=0.001, cpu=0.00095)
     for dispatch in (waiting, working):  # then rows 15% on the CPU, between the thresholds
         feed(dispatch, rows=100, wall=0.001, cpu=0.00015, times=40)
@@ -65,7 +70,19 @@ def test_hysteresis_holds_between_the_thresholds() -> None:
 def test_tasks_in_flight_ramp_up_from_one() -> None:
     dispatch = Dispatch(concurrency=16)
     seen = []
-    for _ in range(6):
+    for _ in range(EVIDENCE_ROWS + 2):
         seen.append(dispatch.in_flight)
         dispatch.observe(1, 0.005, 0.00002)
-    assert seen == [1, 2, 4, 8, 16, 16]
+    # up to CPU work's threads until enough rows showed they wait, then the view's 16
+    assert seen == [1, 2, *[CPU_CHUNKS_IN_FLIGHT] * (EVIDENCE_ROWS - 2), 16, 16]
+
+
+def test_one_descheduled_row_does_not_open_the_threads() -> None:
+    # On a busy machine the first row of Python work lost a time slice: 3 ms of wall time
+    # for 10 µs on the CPU, an API call's share. One row is not evidence; the next ones are.
+    dispatch = Dispatch(concurrency=16)
+    dispatch.observe(1, 0.003, 0.00001)
+    assert dispatch.cpu_bound and dispatch.in_flight <= CPU_CHUNKS_IN_FLIGHT
+    assert dispatch.chunk_size == 1  # sized by wall time until the rows are known
+    feed(dispatch, rows=64, wall=0.004, cpu=0.0012)
+    assert dispatch.cpu_bound and dispatch.in_flight == CPU_CHUNKS_IN_FLIGHT

@@ -7,9 +7,10 @@ under 1% for an API call, near 100% for Python work run alone. Wall time alone m
 waiting for the GIL inflates it, so under load a fast row looked slow, more threads started,
 and the guess fed on itself. The share can fall under load too (a thread waits its turn
 for a core), so rows count as CPU work until they show otherwise: they start as CPU work,
-stop being it only below LEAVE_CPU (an API call's share is far lower), and become it again
-above ENTER_CPU. A loaded machine can thus only keep rows on fewer threads, never start
-more.
+stop being it only below LEAVE_CPU (an API call's share is far lower) once EVIDENCE_ROWS
+rows were seen, and become it again above ENTER_CPU. A loaded machine can thus only keep
+rows on fewer threads, never start more. Until the rows are known, chunks are sized by
+wall time, so a slow call is not queued behind others on one thread.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ MOST_ROWS_PER_CHUNK = 512
 CPU_CHUNKS_IN_FLIGHT = 4  # threads for Python work: a few hide hand-offs, more contend
 ENTER_CPU = 0.3  # share of wall time on the CPU above which rows are CPU work
 LEAVE_CPU = 0.05  # ... and below which they are waiting again
+EVIDENCE_ROWS = 16  # rows seen before they may count as waiting: one row, descheduled
+# for a time slice on a busy machine, looks like an API call
 KEPT_PER_ROW = 0.8  # each moving average keeps 0.8 of itself per row observed
 
 
@@ -35,6 +38,7 @@ class Dispatch:
         self._most = concurrency
         self._wall: float | None = None  # mean wall seconds per row
         self._cpu = 0.0  # mean thread CPU seconds per row
+        self._rows = 0  # rows observed
         self._ramp = 1  # tasks in flight allowed so far: doubles with each task done
         self.cpu_bound = True  # until rows show they wait
 
@@ -43,8 +47,10 @@ class Dispatch:
         kept = 0.0 if self._wall is None else KEPT_PER_ROW**rows
         self._wall = kept * (self._wall or 0.0) + (1 - kept) * max(wall / rows, 1e-7)
         self._cpu = kept * self._cpu + (1 - kept) * cpu / rows
+        self._rows += rows
         share = self._cpu / self._wall
-        self.cpu_bound = share >= (LEAVE_CPU if self.cpu_bound else ENTER_CPU)
+        enough = self._rows >= EVIDENCE_ROWS
+        self.cpu_bound = share >= (LEAVE_CPU if self.cpu_bound else ENTER_CPU) or not enough
         self._ramp = min(2 * self._ramp, self._most)
 
     @property
@@ -53,7 +59,8 @@ class Dispatch:
         wall time for rows that wait, so a slow API call runs alone)."""
         if self._wall is None:
             return 1
-        per_row = self._cpu if self.cpu_bound else self._wall
+        sure = self.cpu_bound and self._rows >= EVIDENCE_ROWS
+        per_row = self._cpu if sure else self._wall  # until sure, a row may be a slow call
         return max(1, min(MOST_ROWS_PER_CHUNK, int(CHUNK_SECONDS / max(per_row, 1e-7))))
 
     @property

@@ -30,6 +30,7 @@ from engine.runtime.transient import is_connection_error
 
 log = logging.getLogger("rivulet")
 TEARDOWN_SECONDS = 10.0  # a teardown that hangs longer is abandoned, with a warning
+LATE_BUILD_SECONDS = 2.0  # how long close() waits for a build a stop gave up on
 
 
 class ResourcePool:
@@ -59,6 +60,7 @@ class ResourcePool:
         self._teardowns: list[tuple[str, Any]] = []
         self._streak: dict[str, int] = {}  # connection errors in a row, per provider
         self._given: set[str] = set()  # resources handed in by `provide`, not built
+        self._abandoned: list[tuple[str, asyncio.Future]] = []  # builds a stop gave up on
 
     async def acquire(self, provider: ResourceProvider) -> None:
         """Make sure the provider's resource can be had; build a shared one now if needed."""
@@ -140,6 +142,12 @@ class ResourcePool:
 
     async def close(self) -> None:
         """Tear down every instance still alive, newest first; failures are logged."""
+        if self._abandoned:  # builds a stop gave up on: those done by now are torn down too
+            await asyncio.wait([build for _, build in self._abandoned], timeout=LATE_BUILD_SECONDS)
+        for name, build in self._abandoned:
+            if build.done() and not build.cancelled() and build.exception() is None:
+                await self._tear_down(name, build.result()[1], forget=False)
+        self._abandoned.clear()
         while self._teardowns:
             name, handle = self._teardowns.pop()
             await self._tear_down(name, handle, forget=False)
@@ -167,11 +175,16 @@ class ResourcePool:
         return await asyncio.get_running_loop().run_in_executor(self._threads, function, *args)
 
     async def _start_in_time(self, provider: ResourceProvider) -> tuple[Any, Any]:
-        """One build, within the provider's init_timeout; a stop ends the wait for it."""
+        """One build, within the provider's init_timeout; a stop ends the wait for it. A
+        build the wait gave up on is torn down if it finishes by `close()`."""
+        build = asyncio.ensure_future(
+            _start_async(provider, self._context(provider), self._threads)
+        )
         try:
             async with self._stopper.waiting(), asyncio.timeout(provider.init_timeout):
-                return await _start_async(provider, self._context(provider), self._threads)
+                return await asyncio.shield(build)
         except TimeoutError:
+            self._abandon(provider.name, build)
             error = ResourceError(
                 f"Resource provider '{provider.name}' did not finish building its resource "
                 f"within its init_timeout of {provider.init_timeout:g} s; raise init_timeout "
@@ -180,6 +193,13 @@ class ResourcePool:
             )
             self._failed[provider.name] = error
             raise error from None
+        except BaseException:  # stopped (or cancelled) while the build went on
+            self._abandon(provider.name, build)
+            raise
+
+    def _abandon(self, name: str, build: asyncio.Future) -> None:
+        if not build.done():
+            self._abandoned.append((name, build))
 
     def _build_in_thread(self, provider: ResourceProvider, rebuild: bool) -> tuple[Any, Any]:
         try:
