@@ -14,6 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from engine import FeatureServer
 from engine.runtime.shared_limits import KEY, SharedBuckets, lease_size
 from engine.runtime.stopping import Stopper
 from fixtures.mock_api import MockAPI, max_requests_in_any_window
@@ -22,6 +23,11 @@ from tests.services import require_service
 from tests.test_rate_limits import JOB, LEEWAY, START
 
 REDIS = "redis://127.0.0.1:6379/0"
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
 
 
 @pytest.fixture
@@ -129,3 +135,68 @@ def test_local_workers_and_ray_actors_share_one_limit(redis_url: str, tmp_path: 
     assert len(arrivals) == 2 * 700 and outcomes["429"] == 0
     assert max_requests_in_any_window(arrivals, 1.0) <= 100 + 10 + LEEWAY
     print(f"achieved {len(arrivals) / (arrivals[-1] - arrivals[0]):.1f} requests/s of 100")
+
+
+SCORED_NOW = """
+import os
+from engine import *
+
+@resource_provider(rate_limit=RateLimit(requests_per_second=50, burst=5))
+def scoring_api():
+    import httpx
+
+    client = httpx.Client(base_url=os.environ["FRAUD_API_URL"], timeout=5)
+    yield client
+    client.close()
+
+@realtime_feature_view(sources=[RequestSource(schema=[Field("user_id", String)])],
+    mode="python", features=[Attribute("score", Float64)],
+    resource_providers={"api": scoring_api})
+def score_now(request, context):
+    response = context.resources["api"].post(
+        "/v1/score", json={"user_id": request["user_id"], "amount": 1.0}
+    )
+    response.raise_for_status()
+    return {"score": response.json()["score"]}
+"""
+
+
+@pytest.mark.anyio
+async def test_server_processes_share_one_limit(
+    redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two FeatureServers (two server processes, each declared one of two) take from one
+    bucket: together they keep to the whole limit, which alone each would have kept to."""
+    job = tmp_path / "scored_now.py"
+    job.write_text(SCORED_NOW)
+    with MockAPI(rate_limit=50, burst=5 + LEEWAY, log=True) as api:
+        monkeypatch.setenv("FRAUD_API_URL", api.url)
+        servers = [FeatureServer(job, limiter=redis_url) for _ in range(2)]
+        for server in servers:
+            await server.start()
+        try:
+            await asyncio.gather(
+                *(
+                    server.aget_features("score_now", {"user_id": f"u{i}"})
+                    for server in servers
+                    for i in range(100)
+                )
+            )
+        finally:
+            for server in servers:
+                await server.close()
+        arrivals = sorted(t for t, _, _ in api.arrivals())
+        outcomes = api.stats()["by_outcome"]
+    assert len(arrivals) == 200 and outcomes["429"] == 0
+    assert max_requests_in_any_window(arrivals, 1.0) <= 50 + 5 + LEEWAY
+    # 200 calls at 50/s after a burst of 5 take at least (200 - 5) / 50 seconds
+    assert arrivals[-1] - arrivals[0] >= (200 - 5) / 50 * 0.95
+
+
+def test_an_unreachable_limiter_stops_the_server_before_it_listens(tmp_path: Path) -> None:
+    job = tmp_path / "scored_now.py"
+    job.write_text(SCORED_NOW)
+    result = run_cli("serve", job, "--port", "9", "--limiter", "redis://127.0.0.1:9/0")
+    assert result.returncode == 2
+    assert "The shared rate limiter at redis://127.0.0.1:9/0 does not answer" in result.stderr
+    assert "Serving job" not in result.stderr

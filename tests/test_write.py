@@ -6,9 +6,11 @@ from datetime import datetime
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from engine import backfill
+from engine.errors import StoreError
 from engine.store.parquet import PartitionWriter
 
 DECLARE = """
@@ -184,7 +186,8 @@ def test_partition_writer_renames_only_on_commit(tmp_path: Path) -> None:
     with PartitionWriter(tmp_path / "a", schema, {"rivulet.run_id": "r1"}) as writer:
         writer.write(table)
         assert list((tmp_path / "a").glob("*.parquet")) == []  # only a temporary name so far
-        assert [p.name for p in (tmp_path / "a").iterdir()] == [".data.parquet.r1.tmp"]
+        [temporary] = (tmp_path / "a").iterdir()
+        assert temporary.name.startswith(".data.parquet.r1.") and temporary.suffix == ".tmp"
         final = writer.commit()
     assert final == tmp_path / "a" / "data.parquet" and writer.rows == 3
 
@@ -192,3 +195,31 @@ def test_partition_writer_renames_only_on_commit(tmp_path: Path) -> None:
         writer.write(table)
         raise RuntimeError("transform failed mid-interval")
     assert list((tmp_path / "b").iterdir()) == []
+
+
+def test_a_late_attempt_never_replaces_its_runs_commit(tmp_path: Path) -> None:
+    """Two attempts of one run at one interval (a Ray actor presumed dead that was not):
+    each writes its own temporary file, the first commit stands, the late one is refused and
+    leaves nothing behind. A later run replaces the file, as a recompute does."""
+    schema = pa.schema([("x", pa.int64())])
+
+    def attempt(run_id: str, value: int) -> PartitionWriter:
+        writer = PartitionWriter(tmp_path, schema, {"rivulet.run_id": run_id})
+        writer.__enter__()
+        writer.write(pa.table({"x": [value]}, schema=schema))
+        return writer
+
+    late, retried = attempt("r1", 1), attempt("r1", 2)
+    assert len(list(tmp_path.glob(".*.tmp"))) == 2  # neither truncates the other's file
+    retried.commit()
+    retried.__exit__(None, None, None)
+    with pytest.raises(StoreError, match="already committed by another attempt of run r1"):
+        late.commit()
+    late.__exit__(None, None, None)
+    assert [p.name for p in tmp_path.iterdir()] == ["data.parquet"]
+    assert pq.read_table(tmp_path / "data.parquet")["x"].to_pylist() == [2]
+
+    with PartitionWriter(tmp_path, schema, {"rivulet.run_id": "r2"}) as recompute:
+        recompute.write(pa.table({"x": [3]}, schema=schema))
+        recompute.commit()
+    assert pq.read_table(tmp_path / "data.parquet")["x"].to_pylist() == [3]

@@ -348,6 +348,12 @@ def validate(job: str, debug: bool) -> None:
     metavar="SCOPE/KEY",
     help="Secret holding the API key requests must send (Authorization: Bearer <key>).",
 )
+@click.option(
+    "--limiter",
+    metavar="redis://HOST:PORT/DB",
+    envvar="RIVULET_LIMITER",
+    help="Share each rate limit among every server process and run through Redis.",
+)
 @_reports_errors
 def serve(job: str, debug: bool, **settings: Any) -> None:
     """Serve JOB's realtime feature views over Tecton's HTTP API until Ctrl-C or SIGTERM."""

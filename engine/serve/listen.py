@@ -3,7 +3,8 @@
 Everything that can be wrong (the job, its secrets, the API key's secret) is checked here
 first, so a bad setting is one clear error before any process starts. Several processes
 (`workers > 1`) are uvicorn's: each imports the job anew, builds its own resources and
-keeps to its share of every rate limit; their settings travel in one environment variable.
+keeps to its share of every rate limit (or, with `--limiter`, takes from the buckets in Redis
+that every process shares); their settings travel in one environment variable.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from dataclasses import asdict, dataclass
 
 from engine.define.secrets import Secret
 from engine.errors import SettingsError
+from engine.plan.limiter import check_limiter
 from engine.plan.secrets import secret_value
 from engine.serve.server import FeatureServer
 
@@ -31,7 +33,7 @@ GRACE_SECONDS = 30  # how long SIGTERM waits for in-flight requests before closi
 @dataclass(frozen=True)
 class ServeSettings:
     """What `rivulet serve` was asked: the job, where to listen, how many processes, the
-    secrets file and the API key's secret as "SCOPE/KEY"."""
+    secrets file, the API key's secret as "SCOPE/KEY" and the shared rate limiter's URL."""
 
     job: str
     host: str = "127.0.0.1"
@@ -39,6 +41,16 @@ class ServeSettings:
     workers: int = 1
     secrets_file: str | None = None
     api_key_secret: str | None = None
+    limiter: str | None = None
+
+    def feature_server(self) -> FeatureServer:
+        """The FeatureServer of one server process."""
+        return FeatureServer(
+            self.job,
+            secrets_file=self.secrets_file,
+            processes=self.workers,
+            limiter=self.limiter,
+        )
 
     def api_key(self) -> str | None:
         """The API key requests must send, or None for none."""
@@ -60,9 +72,9 @@ def listen(settings: ServeSettings, announce: Callable[[str], None] = print) -> 
 
     if settings.workers < 1:
         raise SettingsError(f"--workers must be at least 1, not {settings.workers}.")
-    server = FeatureServer(
-        settings.job, secrets_file=settings.secrets_file, processes=settings.workers
-    )
+    if settings.limiter:
+        check_limiter(settings.limiter)
+    server = settings.feature_server()
     api_key = settings.api_key()
     if api_key is None and not _loopback(settings.host):
         log.warning(
@@ -110,10 +122,7 @@ def app_from_environment() -> object:
     from engine.serve.app import create_app
 
     settings = ServeSettings(**json.loads(os.environ[SETTINGS_VARIABLE]))
-    server = FeatureServer(
-        settings.job, secrets_file=settings.secrets_file, processes=settings.workers
-    )
-    return create_app(server, settings.api_key())
+    return create_app(settings.feature_server(), settings.api_key())
 
 
 def _drained(signum: int, frame: object) -> None:

@@ -57,7 +57,9 @@ class FeatureServer:
     """Serves a job's realtime views and feature services; see the module docstring.
 
     `processes` is how many server processes share the declared rate limits (each keeps to
-    its share); `rates` overrides a provider's requests per second, by provider name.
+    its share); `rates` overrides a provider's requests per second, by provider name. With
+    `limiter` (redis://HOST:PORT/DB) every process of every server and run takes from one
+    bucket per provider instead, as `--limiter` does for batch runs.
     """
 
     def __init__(
@@ -67,6 +69,7 @@ class FeatureServer:
         secrets_file: str | Path | None = None,
         processes: int = 1,
         rates: Mapping[str, float] | None = None,
+        limiter: str | None = None,
     ) -> None:
         self.job = job if isinstance(job, Job) else load_job(job)
         self.views = list(self.job.realtime_views.values())
@@ -74,8 +77,8 @@ class FeatureServer:
             raise SettingsError(f"Job '{self.job.name}' declares no realtime feature views.")
         self.servable = self.job.servable()
         self._secret_values = resolve_secrets(self.views, secrets_file)
-        self._rates = worker_rates(self.views, rates or {}, processes)
-        self.runtime = Runtime(self.views, self._secret_values, self._rates)
+        self._rates = worker_rates(self.views, rates or {}, 1 if limiter else processes)
+        self.runtime = Runtime(self.views, self._secret_values, self._rates, limiter=limiter)
         self.ready = False
         self.failure: RivuletError | None = None
         self._built: asyncio.Event | None = None

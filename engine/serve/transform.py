@@ -29,6 +29,7 @@ from engine.runtime.caller import Caller, CallSpec, FailedCall
 from engine.runtime.context import CallContext, Resources, Secrets, running_loop
 from engine.runtime.limits import Limits
 from engine.runtime.resources import ResourcePool
+from engine.runtime.shared_limits import SharedBuckets
 from engine.runtime.stats import CallStats
 from engine.runtime.stopping import Stopper
 from engine.runtime.threads import DaemonThreads
@@ -208,12 +209,14 @@ class Runtime:
         secret_values: Mapping[Secret, str],
         rates: Mapping[str, tuple[float, float]],
         given: Mapping[str, Any] | None = None,
+        limiter: str | None = None,
     ) -> None:
         self.stats = CallStats()  # resource builds, rebuilds, teardowns; limiter waits
         self.redact = redactor([*secret_values.values(), *literal_secrets(views)])
         self.stopper = Stopper()
         self.pool = ResourcePool(secret_values, self.stats, self.redact, self.stopper)
-        self.limits = Limits(rates, self.stats, self.stopper)
+        self._shared = SharedBuckets(limiter, rates, self.stopper) if limiter else None
+        self.limits = Limits(rates, self.stats, self.stopper, self._shared)
         most = max((view.concurrency for view in views), default=1)
         self.threads = DaemonThreads(most, "rivulet-serve")
         self.calls = {
@@ -240,6 +243,8 @@ class Runtime:
     async def close(self) -> None:
         self.stopper.stop()
         await self.pool.close()
+        if self._shared is not None:
+            await self._shared.close()
         self.threads.shutdown(wait=False)
 
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -33,7 +36,10 @@ class PartitionWriter:
     """Streams tables into a temporary file that only `commit()` renames to `data.parquet`.
 
     The temporary name does not end in `.parquet`, so readers globbing `*.parquet` never see
-    a partial file. Leaving the `with` block without `commit()` removes the temporary file.
+    a partial file, and it is this writer's own, so two attempts at one interval never write
+    into one file. Leaving the `with` block without `commit()` removes the temporary file.
+    A commit never replaces a file its own run committed: a late attempt of an interval
+    (a Ray actor presumed dead that was not) cannot replace the attempt the ledger recorded.
     Tables are buffered and written as row groups of `ROW_GROUP_ROWS` rows or
     `ROW_GROUP_BYTES` bytes, whichever is reached first, however small the tables are: the
     buffer bounds memory, and a file keeps few row groups (each costs footer metadata and a
@@ -58,7 +64,9 @@ class PartitionWriter:
         self.rows = 0
         self._schema = schema.with_metadata(metadata)
         self._statistics = list(filtered_on) or False
-        self._temporary = folder / f".{DATA_FILE}.{metadata.get('rivulet.run_id', 'run')}.tmp"
+        self._run_id = metadata.get("rivulet.run_id", "")
+        attempt = f"{self._run_id or 'run'}.{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self._temporary = folder / f".{DATA_FILE}.{attempt}.tmp"
         self._writer: pq.ParquetWriter | None = None
         self._buffer: list[pa.Table] = []
         self._merged = 0  # the tables at the front of the buffer already merged
@@ -115,12 +123,21 @@ class PartitionWriter:
         with open(self._temporary, "rb+") as written:
             os.fsync(written.fileno())  # the data is on disk before its name says committed
         final = self.folder / DATA_FILE
-        os.replace(self._temporary, final)
         folder = os.open(self.folder, os.O_RDONLY)
         try:
+            # One commit at a time per interval. A filesystem that cannot lock a folder
+            # (some network mounts) still gets the check, short of two commits in one instant.
+            with contextlib.suppress(OSError):
+                fcntl.flock(folder, fcntl.LOCK_EX)
+            if self._run_id and _run_id_of(final) == self._run_id:
+                raise StoreError(
+                    f"{final} was already committed by another attempt of run {self._run_id}; "
+                    f"this attempt's output is discarded."
+                )
+            os.replace(self._temporary, final)
             os.fsync(folder)  # and so is the rename
         finally:
-            os.close(folder)
+            os.close(folder)  # and the lock with it
         return final
 
     def __exit__(
@@ -157,6 +174,15 @@ class UnreadableFile:
 
     def __str__(self) -> str:
         return f"{self.path} cannot be read as Parquet ({self.error})"
+
+
+def _run_id_of(path: Path) -> str | None:
+    """The run that wrote the Parquet file at `path`, or None if there is none to read."""
+    try:
+        metadata = pq.read_schema(path).metadata or {}
+    except (OSError, pa.ArrowException):
+        return None
+    return metadata.get(b"rivulet.run_id", b"").decode() or None
 
 
 def _refuse(file: UnreadableFile) -> None:
