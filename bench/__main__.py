@@ -21,6 +21,7 @@ SCENARIOS = {
     "s7_memory": "memory",
     "s8_serving": "serving",
     "s9_ray": "ray",
+    "s10_shared_limit": "limit",
 }
 
 

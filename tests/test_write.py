@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pyarrow as pa
@@ -10,8 +10,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from engine import backfill
-from engine.errors import StoreError
-from engine.store.parquet import PartitionWriter
+from engine.plan.tasks import Task
+from engine.store.parquet import AlreadyCommitted, PartitionWriter
+from engine.work.worker import RunSettings, Worker
 
 DECLARE = """
 @batch_feature_view(name="view", mode="{mode}", sources=[events], entities=[user],
@@ -199,8 +200,9 @@ def test_partition_writer_renames_only_on_commit(tmp_path: Path) -> None:
 
 def test_a_late_attempt_never_replaces_its_runs_commit(tmp_path: Path) -> None:
     """Two attempts of one run at one interval (a Ray actor presumed dead that was not):
-    each writes its own temporary file, the first commit stands, the late one is refused and
-    leaves nothing behind. A later run replaces the file, as a recompute does."""
+    each writes its own temporary file, the first commit stands, the late one is refused
+    (told which file stands) and leaves nothing behind. A later run replaces the file, as a
+    recompute does."""
     schema = pa.schema([("x", pa.int64())])
 
     def attempt(run_id: str, value: int) -> PartitionWriter:
@@ -213,9 +215,10 @@ def test_a_late_attempt_never_replaces_its_runs_commit(tmp_path: Path) -> None:
     assert len(list(tmp_path.glob(".*.tmp"))) == 2  # neither truncates the other's file
     retried.commit()
     retried.__exit__(None, None, None)
-    with pytest.raises(StoreError, match="already committed by another attempt of run r1"):
+    with pytest.raises(AlreadyCommitted) as refused:
         late.commit()
     late.__exit__(None, None, None)
+    assert (refused.value.path, refused.value.rows) == (tmp_path / "data.parquet", 1)
     assert [p.name for p in tmp_path.iterdir()] == ["data.parquet"]
     assert pq.read_table(tmp_path / "data.parquet")["x"].to_pylist() == [2]
 
@@ -223,3 +226,33 @@ def test_a_late_attempt_never_replaces_its_runs_commit(tmp_path: Path) -> None:
         recompute.write(pa.table({"x": [3]}, schema=schema))
         recompute.commit()
     assert pq.read_table(tmp_path / "data.parquet")["x"].to_pylist() == [3]
+
+
+def test_a_late_worker_attempt_reports_the_commit_that_stands(
+    write_job, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The worker side of the above: the late attempt succeeds with the file that stands,
+    so the driver records the interval once, whichever attempt it hears from."""
+    job = write_job(
+        """
+import os
+
+@batch_feature_view(name="view", mode="python", sources=[events], entities=[user],
+    batch_schedule="1d", feature_start_time=datetime(2024, 10, 26),
+    features=[Attribute("attempt", String)])
+def view(row):
+    return {"attempt": os.environ["ATTEMPT"]}
+"""
+    )
+    settings = RunSettings(str(job), str(tmp_path / "o"), run_id="r1")
+    task = Task("view", datetime(2024, 10, 26, tzinfo=UTC), datetime(2024, 10, 27, tzinfo=UTC))
+    results = []
+    for attempt in ("first", "late"):
+        monkeypatch.setenv("ATTEMPT", attempt)
+        worker = Worker(settings, {})
+        results.append(worker.materialize(task))
+        worker.close()
+    first, late = results
+    assert first.ok and late.ok, late.error
+    assert (late.path, late.rows) == (first.path, first.rows) and first.rows > 0
+    assert set(pq.read_table(first.path)["attempt"].to_pylist()) == {"first"}

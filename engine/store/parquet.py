@@ -39,7 +39,8 @@ class PartitionWriter:
     a partial file, and it is this writer's own, so two attempts at one interval never write
     into one file. Leaving the `with` block without `commit()` removes the temporary file.
     A commit never replaces a file its own run committed: a late attempt of an interval
-    (a Ray actor presumed dead that was not) cannot replace the attempt the ledger recorded.
+    (a Ray actor presumed dead that was not) raises AlreadyCommitted instead of replacing
+    the attempt the ledger recorded.
     Tables are buffered and written as row groups of `ROW_GROUP_ROWS` rows or
     `ROW_GROUP_BYTES` bytes, whichever is reached first, however small the tables are: the
     buffer bounds memory, and a file keeps few row groups (each costs footer metadata and a
@@ -129,11 +130,9 @@ class PartitionWriter:
             # (some network mounts) still gets the check, short of two commits in one instant.
             with contextlib.suppress(OSError):
                 fcntl.flock(folder, fcntl.LOCK_EX)
-            if self._run_id and _run_id_of(final) == self._run_id:
-                raise StoreError(
-                    f"{final} was already committed by another attempt of run {self._run_id}; "
-                    f"this attempt's output is discarded."
-                )
+            committed = _committed_by(final)
+            if self._run_id and committed is not None and committed[0] == self._run_id:
+                raise AlreadyCommitted(final, committed[1])
             os.replace(self._temporary, final)
             os.fsync(folder)  # and so is the rename
         finally:
@@ -176,13 +175,22 @@ class UnreadableFile:
         return f"{self.path} cannot be read as Parquet ({self.error})"
 
 
-def _run_id_of(path: Path) -> str | None:
-    """The run that wrote the Parquet file at `path`, or None if there is none to read."""
+class AlreadyCommitted(Exception):
+    """Another attempt of this run committed the interval first: its file is `path`."""
+
+    def __init__(self, path: Path, rows: int) -> None:
+        super().__init__(f"{path} was already committed by another attempt of this run")
+        self.path, self.rows = path, rows
+
+
+def _committed_by(path: Path) -> tuple[str, int] | None:
+    """(run id, rows) of the Parquet file at `path`, or None if there is none to read."""
     try:
-        metadata = pq.read_schema(path).metadata or {}
+        footer = pq.read_metadata(path)
     except (OSError, pa.ArrowException):
         return None
-    return metadata.get(b"rivulet.run_id", b"").decode() or None
+    run_id = (footer.metadata or {}).get(b"rivulet.run_id", b"").decode()
+    return run_id, footer.num_rows
 
 
 def _refuse(file: UnreadableFile) -> None:

@@ -32,7 +32,7 @@ from engine.runtime.stats import CallStats
 from engine.runtime.stopping import Stopper
 from engine.runtime.threads import DaemonThreads
 from engine.store.dead_letters import DeadLetters
-from engine.store.parquet import PartitionWriter, partition_dir
+from engine.store.parquet import AlreadyCommitted, PartitionWriter, partition_dir
 from engine.work.modes import BatchContext, run_transform
 
 
@@ -201,7 +201,10 @@ class Worker:
                 await self._write(task, outputs, writer)
             if self._stopped():  # stopped while the last batch was written: commit nothing
                 raise Interrupted("The run was interrupted before this interval was finished.")
-            path = writer.commit()
+            try:
+                path = writer.commit()
+            except AlreadyCommitted as first:  # an attempt presumed dead was not: its file
+                return first.path, first.rows  # stands, with its own dead letters
         # Dead letters follow their data: a crash between the two leaves data whose rerun
         # (an adopted file) simply has no dead-letter file, never dead letters without data.
         dead_letters.commit(self.settings.output, metadata)
