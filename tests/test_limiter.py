@@ -72,6 +72,26 @@ def test_workers_sharing_a_bucket_keep_together_to_rate_plus_burst(redis_url: st
     assert max(granted) - min(granted) >= (900 - 20) / 200 * 0.98
 
 
+def test_concurrent_calls_of_one_worker_use_every_token_it_leases(redis_url: str) -> None:
+    """Calls waiting together share one lease at a time: none is granted and then lost (the
+    clock stands still, so no lease expires unused)."""
+    granted: list[int] = []
+
+    class Counted(SharedBuckets):
+        async def _grant(self, name: str, rate: float, burst: float, n: int) -> float:
+            wait = await super()._grant(name, rate, burst, n)
+            granted.extend([n] if wait == 0 else [])
+            return wait
+
+    async def main() -> None:
+        buckets = Counted(redis_url, {"api": (1000.0, 100.0)}, Stopper(), clock=lambda: 0.0)
+        await asyncio.gather(*(buckets.take("api", 1) for _ in range(400)))
+        await buckets.close()
+
+    asyncio.run(main())
+    assert 400 <= sum(granted) < 400 + lease_size(1000.0, 100.0)
+
+
 def test_an_unreachable_limiter_stops_the_run_before_any_work(write_job, tmp_path: Path) -> None:
     job = write_job(
         """

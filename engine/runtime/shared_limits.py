@@ -12,6 +12,7 @@ leases included. When Redis cannot be reached the call waits and retries, for up
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -65,6 +66,7 @@ class SharedBuckets:
         self._stopper = stopper
         self._clock = clock
         self._leases: dict[str, tuple[int, float]] = {}  # tokens left, usable until
+        self._leasing: dict[str, asyncio.Lock] = {}
 
     def limits(self, name: str) -> bool:
         return name in self._rates
@@ -83,13 +85,27 @@ class SharedBuckets:
                 used = min(left, needed)
                 self._leases[name] = (left - used, until)
                 needed -= used
-                continue
-            want = min(max(needed, size), kept)
-            wait = await self._grant(name, rate, kept, want)
+            else:
+                await self._lease(name, rate, kept, min(max(needed, size), kept))
+
+    async def _lease(self, name: str, rate: float, burst: float, want: int) -> None:
+        """Lease `want` tokens, or wait as long as Redis says they need. One lease is asked
+        for at a time per provider: concurrent calls wait for it rather than each leasing
+        its own, which would replace the lease another call had just been granted."""
+        lock = self._leasing.setdefault(name, asyncio.Lock())
+        async with self._stopper.waiting():
+            await lock.acquire()
+        try:
+            left, until = self._leases.get(name, (0, 0.0))
+            if left and self._clock() <= until:
+                return  # leased while this call waited for the lock
+            wait = await self._grant(name, rate, burst, want)
             if wait > 0:
                 await self._stopper.sleep(wait)
-                continue
+                return
             self._leases[name] = (want, self._clock() + want / rate)
+        finally:
+            lock.release()
 
     async def close(self) -> None:
         await self._client.aclose()
