@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from datetime import UTC
 from typing import Any
 
@@ -21,6 +22,27 @@ def as_arrow_table(frame: Any) -> pa.Table | None:
     if module.startswith("pandas") and hasattr(frame, "columns"):
         return pa.Table.from_pandas(frame, preserve_index=False)
     return None
+
+
+def coalesced(batches: Iterable[pa.RecordBatch], most_bytes: int) -> Iterator[pa.RecordBatch]:
+    """The batches, in order, merged into batches of about `most_bytes` each: consecutive
+    ones are merged until they reach it (a batch larger than it stays as it is)."""
+    group: list[pa.RecordBatch] = []
+    size = 0
+    for batch in batches:
+        if group and size + batch.nbytes > most_bytes:
+            yield _merged(group)
+            group, size = [], 0
+        group.append(batch)
+        size += batch.nbytes
+    if group:
+        yield _merged(group)
+
+
+def _merged(group: list[pa.RecordBatch]) -> pa.RecordBatch:
+    if len(group) == 1:
+        return group[0]
+    return pa.Table.from_batches(group).combine_chunks().to_batches()[0]
 
 
 def quote(name: str) -> str:

@@ -12,6 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from engine import backfill
+from engine.arrow import coalesced
 from engine.store.ledger import Ledger
 from tests.conftest import make_events
 
@@ -227,3 +228,42 @@ def test_an_error_in_on_event_stops_the_run_and_is_raised(write_job, tmp_path: P
     # Not the interval's fault: nothing is recorded as failed, and no partial file is left.
     assert Ledger(tmp_path).entries(state="failed") == []
     assert list(tmp_path.rglob("*.tmp")) == []
+
+
+FRAMES = """
+many = BatchSource("many", batch_config=FileConfig(uri={events!r}, timestamp_field="timestamp"))
+
+@batch_feature_view(name="view", mode="polars", sources=[many], entities=[user],
+    batch_schedule="1d", feature_start_time=datetime(2024, 10, 26), {size}
+    features=[Attribute("double", Float64)])
+def view(df):
+    with open({log!r}, "a") as log:
+        log.write(f"{{df.height}}\\n")
+    return df.select("user_id", "timestamp", (pl.col("amount") * 2).alias("double"))
+"""
+
+
+@pytest.mark.parametrize("size", ["", "micro_batch_size=5000,"])
+def test_a_frame_view_without_resources_gets_whole_frames(
+    write_job, tmp_path: Path, size: str
+) -> None:
+    """No calls to spread: without a micro_batch_size, each day of 24,000 rows is one frame
+    (far under WHOLE_FRAME_BYTES, past the 10,000 rows of a micro-batch); with one, the
+    transform gets frames of that size."""
+    events = tmp_path / "many.parquet"
+    pq.write_table(make_events(days=2, per_day=24_000), events)
+    log = tmp_path / "frames.log"
+    job = write_job(FRAMES.format(events=str(events), size=size, log=str(log)))
+    summary = backfill(job, datetime(2024, 10, 26), datetime(2024, 10, 28), output=tmp_path / "o")
+    assert summary.ok, summary.failed
+    frames = [int(line) for line in log.read_text().split()]
+    assert sum(frames) == sum(r.rows for r in summary.results) == 48_000
+    assert sorted(frames) == sorted(([5000] * 4 + [4000]) * 2 if size else [24_000] * 2)
+
+
+def test_coalesced_batches_keep_order_and_stay_near_the_size() -> None:
+    batches = [pa.record_batch({"x": pa.array(range(i * 100, i * 100 + 100))}) for i in range(10)]
+    merged = list(coalesced(batches, most_bytes=3 * batches[0].nbytes))
+    assert [b.num_rows for b in merged] == [300, 300, 300, 100]
+    assert pa.Table.from_batches(merged)["x"].to_pylist() == list(range(1000))
+    assert [b.num_rows for b in coalesced(batches, most_bytes=1)] == [100] * 10

@@ -32,6 +32,9 @@ REALTIME_ERROR_POLICIES = ("fail", "null")
 REALTIME_TIMEOUT = {"python": 10.0, "pandas": 10.0}
 REALTIME_CONCURRENCY = 64  # calls of one view in flight at once in one server process
 DEFAULT_MICRO_BATCH_SIZE = 10_000
+# A frame-mode view without resources makes no calls to spread over micro-batches: without a
+# micro_batch_size, its transform gets frames of about this much source data instead.
+WHOLE_FRAME_BYTES = 16 * 1024 * 1024
 DEFAULT_CONCURRENCY = {"python": 64, "pandas": 4, "polars": 4, "pyarrow": 4}
 # Seconds one call may take: a row's API call, or a whole micro-batch in frame modes.
 DEFAULT_TIMEOUT = {"python": 60.0, "pandas": 600.0, "polars": 600.0, "pyarrow": 600.0}
@@ -81,6 +84,9 @@ class BatchFeatureView(_CallsTransform):
 
     Only a worker calls `function`. `micro_batch_size` is the number of source rows handed
     to the transform per batch (frame modes) or grouped per written batch (python mode);
+    when it is None, it is 10,000, except that a frame-mode view without resources gets
+    frames of about WHOLE_FRAME_BYTES of source data (`whole_frames`), as a vectorized
+    engine wants them;
     `concurrency` is how many transform calls may be in flight at once in one worker.
     `retry` overrides the retry policy of its resources. `on_error` says what a call that
     still fails after its retries does: "fail" the interval (nothing of it is committed),
@@ -103,7 +109,7 @@ class BatchFeatureView(_CallsTransform):
     offline: bool
     online: bool
     ttl: timedelta | None
-    micro_batch_size: int
+    micro_batch_size: int | None
     concurrency: int
     retry: RetryPolicy | None
     on_error: str
@@ -116,6 +122,18 @@ class BatchFeatureView(_CallsTransform):
     @property
     def source(self) -> BatchSource:
         return self.sources[0]
+
+    @property
+    def batch_rows(self) -> int:
+        """Source rows per batch read: `micro_batch_size`, or 10,000 when it is None."""
+        return self.micro_batch_size or DEFAULT_MICRO_BATCH_SIZE
+
+    @property
+    def whole_frames(self) -> bool:
+        """Whether the transform gets frames of about WHOLE_FRAME_BYTES, not micro-batches:
+        a frame mode, no resources or secrets (no calls to spread), no micro_batch_size."""
+        calls = self.resource_providers or self.secrets
+        return self.mode != "python" and not calls and not self.micro_batch_size
 
     @functools.cached_property
     def join_keys(self) -> tuple[Field, ...]:
@@ -403,7 +421,7 @@ def batch_feature_view(
     offline: bool = True,
     online: bool = False,
     ttl: timedelta | str | None = None,
-    micro_batch_size: int = DEFAULT_MICRO_BATCH_SIZE,
+    micro_batch_size: int | None = None,
     concurrency: int | None = None,
     retry: RetryPolicy | None = None,
     on_error: str = "fail",

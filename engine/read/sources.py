@@ -23,7 +23,7 @@ _READERS = {"parquet": "read_parquet", "csv": "read_csv", "json": "read_json"}
 
 
 def read_window(view: BatchFeatureView, start: datetime, end: datetime) -> Iterator[pa.RecordBatch]:
-    """Yield the view's source rows with `window_field` in [start, end), `micro_batch_size` at a
+    """Yield the view's source rows with `window_field` in [start, end), `batch_rows` at a
     time, the window column as UTC timestamps. Memory is bounded by the batch, not the window.
     """
     config = view.source.batch_config
@@ -50,7 +50,7 @@ def _read_duckdb(
                 f"SELECT * FROM ({base}) AS source WHERE {column} >= $start AND {column} < $end",
                 params={**params, **bounds},
             )
-            yield from windowed.to_arrow_reader(view.micro_batch_size)
+            yield from windowed.to_arrow_reader(view.batch_rows)
         except duckdb.Error as exc:
             raise _unreadable(view, config, exc) from exc
 
@@ -175,7 +175,7 @@ def _read_python(
         pc.greater_equal(column, pa.scalar(start, UTC_MICROS)),
         pc.less(column, pa.scalar(end, UTC_MICROS)),
     )
-    yield from table.filter(mask).to_batches(max_chunksize=view.micro_batch_size)
+    yield from table.filter(mask).to_batches(max_chunksize=view.batch_rows)
 
 
 def _filter_lazy(view: BatchFeatureView, loaded: Any, start: datetime, end: datetime) -> Any:

@@ -17,8 +17,8 @@ from typing import Any, TypeVar
 
 import pyarrow as pa
 
-from engine.arrow import to_rows
-from engine.define.feature_views import BatchFeatureView
+from engine.arrow import coalesced, to_rows
+from engine.define.feature_views import WHOLE_FRAME_BYTES, BatchFeatureView
 from engine.define.schedule import Schedule
 from engine.errors import Interrupted, OutputError, RivuletError, TransformError, one_line
 from engine.runtime.caller import Caller, FailedCall
@@ -130,13 +130,15 @@ async def _run_frames(
     dead_letters: DeadLetters,
     stopped: Callable[[], bool],
 ) -> AsyncIterator[pa.Table]:
-    """One call per micro-batch, up to `view.concurrency` batches at once."""
+    """One call per micro-batch (or whole frame), up to `view.concurrency` at once."""
     to_frame = _frame_converter(view.mode)
+    if view.whole_frames:
+        batches = coalesced(batches, WHOLE_FRAME_BYTES)
 
     async def compute(batch: pa.RecordBatch) -> pa.Table:
         def where() -> str:
             first = describe_row(view, batch.slice(0, 1).to_pylist()[0])
-            return f"the micro-batch of {batch.num_rows} rows starting at {first}"
+            return f"the {batch.num_rows} rows starting at {first}"
 
         error: RivuletError
         try:
