@@ -30,7 +30,6 @@ events = events_source()
         Attribute("text_length", Int64),
         Attribute("text_upper", String),
     ],
-    micro_batch_size=50_000,
 )
 def amount_features(df: pl.DataFrame) -> pl.DataFrame:
     return features.amount_features(df)
