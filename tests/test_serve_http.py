@@ -411,3 +411,32 @@ def test_serve_refuses_bad_settings_before_listening(
     assert result.returncode == 2, result.stderr
     assert message in result.stderr and "Traceback" not in result.stderr
     assert "Serving" not in result.stderr
+
+
+def test_connections_to_several_server_processes_send_without_delay() -> None:
+    """The socket `--workers N` listens on is marked TCP, so asyncio sets TCP_NODELAY on
+    each connection it accepts: without it, every answer on a kept-alive connection waited
+    ~40 ms for the client's delayed ACK (Kludex/uvicorn#3149)."""
+    import asyncio
+
+    from engine.serve.listen import _TcpConfig
+
+    listening = _TcpConfig("engine.serve.listen:app_from_environment", port=0).bind_socket()
+    accepted: list[int] = []
+
+    class Probe(asyncio.Protocol):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            sock = transport.get_extra_info("socket")
+            accepted.append(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+            transport.close()
+
+    async def main() -> None:
+        server = await asyncio.get_running_loop().create_server(Probe, sock=listening)
+        _, writer = await asyncio.open_connection(*listening.getsockname()[:2])
+        while not accepted:
+            await asyncio.sleep(0.01)
+        writer.close()
+        server.close()
+
+    asyncio.run(main())
+    assert listening.proto == socket.IPPROTO_TCP and accepted == [1]

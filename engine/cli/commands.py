@@ -357,6 +357,12 @@ def validate(job: str, debug: bool) -> None:
 @_reports_errors
 def serve(job: str, debug: bool, **settings: Any) -> None:
     """Serve JOB's realtime feature views over Tecton's HTTP API until Ctrl-C or SIGTERM."""
-    from engine.serve.listen import ServeSettings, listen
+    try:
+        from engine.serve.listen import ServeSettings, listen
+    except ImportError as missing:
+        raise SettingsError(
+            f"rivulet serve needs {missing.name}: pip install 'rivulet[serve]' (it is not "
+            f"installed)."
+        ) from None
 
     listen(ServeSettings(job, **settings), announce=lambda line: click.echo(line, err=True))

@@ -15,9 +15,13 @@ import logging
 import os
 import shutil
 import signal
+import socket
 import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+
+import uvicorn
+from uvicorn.supervisors import Multiprocess
 
 from engine.define.secrets import Secret
 from engine.errors import SettingsError
@@ -68,8 +72,6 @@ class ServeSettings:
 def listen(settings: ServeSettings, announce: Callable[[str], None] = print) -> None:
     """Serve until SIGINT or SIGTERM; in-flight requests finish first (up to a grace).
     `announce` gets one line saying where, once every setting checked out."""
-    import uvicorn
-
     if settings.workers < 1:
         raise SettingsError(f"--workers must be at least 1, not {settings.workers}.")
     if settings.limiter:
@@ -106,13 +108,14 @@ def listen(settings: ServeSettings, announce: Callable[[str], None] = print) -> 
     metrics_dir = tempfile.mkdtemp(prefix="rivulet-metrics-")
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
     os.environ[SETTINGS_VARIABLE] = json.dumps(asdict(settings))
+    config = _TcpConfig(
+        "engine.serve.listen:app_from_environment",
+        factory=True,
+        workers=settings.workers,
+        **options,
+    )
     try:
-        uvicorn.run(
-            "engine.serve.listen:app_from_environment",
-            factory=True,
-            workers=settings.workers,
-            **options,
-        )
+        Multiprocess(config, sockets=[config.bind_socket()]).run()  # what uvicorn.run does
     finally:
         shutil.rmtree(metrics_dir, ignore_errors=True)
 
@@ -123,6 +126,17 @@ def app_from_environment() -> object:
 
     settings = ServeSettings(**json.loads(os.environ[SETTINGS_VARIABLE]))
     return create_app(settings.feature_server(), settings.api_key())
+
+
+class _TcpConfig(uvicorn.Config):
+    """uvicorn's Config, its listening socket marked TCP. uvicorn binds the socket of
+    several processes with `proto` 0 (Kludex/uvicorn#3149); accepted connections inherit it,
+    asyncio then leaves Nagle's algorithm on, and each response on a kept-alive connection
+    waited ~40 ms for the client's delayed ACK."""
+
+    def bind_socket(self) -> socket.socket:
+        bound = super().bind_socket()
+        return socket.socket(bound.family, bound.type, socket.IPPROTO_TCP, bound.detach())
 
 
 def _drained(signum: int, frame: object) -> None:
