@@ -68,9 +68,6 @@ class SharedBuckets:
         self._leases: dict[str, tuple[int, float]] = {}  # tokens left, usable until
         self._leasing: dict[str, asyncio.Lock] = {}
 
-    def limits(self, name: str) -> bool:
-        return name in self._rates
-
     async def take(self, name: str, tokens: float) -> None:
         """Wait until `tokens` of the provider's bucket are granted."""
         rate, burst = self._rates[name]
