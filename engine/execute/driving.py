@@ -1,5 +1,5 @@
 """The driver's side of a pool of workers, whatever they run in (spawned processes, Ray
-actors): hand out one task at a time, pass events on, replace workers that die, stop on
+actors): hand out tasks as workers ask, pass events on, replace workers that die, stop on
 signals. Each executor brings a `Pool`, the transport to its workers.
 """
 
@@ -21,6 +21,7 @@ from engine.execute.protocol import (
     Stopping,
     Task,
     TaskResult,
+    TaskWanted,
     WorkerExited,
     WorkerFailed,
     WorkerReport,
@@ -39,7 +40,8 @@ class Pool(Protocol):
         ...
 
     def give(self, worker: int, task: Task | None) -> None:
-        """Hand the worker its next task, or None: no more work, tear down and report."""
+        """Answer the worker's TaskWanted: its next task, or None: no more work, tear down
+        and report."""
         ...
 
     def receive(self, timeout: float) -> list[Event]:
@@ -116,40 +118,66 @@ def drive(
 ) -> bool:
     """Run the tasks on `count` workers of `pool`; return whether the run was interrupted.
 
-    Each worker gets one task at a time, the next when it returns a result, and None when
-    there is no more work, so the driver always knows which task a worker holds. The first
+    Each worker gets a task as it starts and then each time it asks (TaskWanted: when the
+    tasks it runs have read their sources), or None when there is no more work, so the
+    driver always knows which tasks a worker holds. The first
     SIGINT or SIGTERM stops the workers at their next row (they tear down and report, within
     `GRACE_SECONDS`); a second one cancels their intervals, and ends them `CANCEL_SECONDS`
-    later. A worker that dies under a task is replaced; the task is recovered (its file was
-    already in place), retried on another worker, or failed after `TRIES` workers. `what`
-    names a worker in messages ("worker process", "Ray actor").
+    later. A worker that dies under tasks is replaced; each task is recovered (its file was
+    already in place), retried on another worker, or failed after `TRIES` workers died
+    under it alone: a task whose worker died running others too may not be the cause, so
+    its retry runs alone (its worker gets nothing more until it ends) and only deaths
+    there count. `what` names a worker in messages ("worker process", "Ray actor").
     """
     queued = deque(tasks)
     live: set[int] = set()
-    holding: dict[int, Task | None] = {}  # the task each worker was last given
+    holding: dict[int, list[Task]] = {}  # the tasks each worker runs
     tries: Counter[Task] = Counter()
+    alone: set[Task] = set()  # tasks to run alone: their worker died running others too
+    waiting: set[int] = set()  # workers that asked while they may take nothing
+    done: set[int] = set()  # workers told there is no more work
     stopped = False
 
     def start() -> None:
         worker = pool.start()
         live.add(worker)
-        give(worker)
+        holding[worker] = []
+        give(worker)  # its first task, unasked
 
     def give(worker: int) -> None:
-        task = queued.popleft() if queued and not stopped else None
-        holding[worker] = task
+        """Answer the worker's ask: a task it may run beside those it holds, or None (no
+        more work). A worker that runs a task alone, or asks for a task beside others while
+        no more are queued than workers hold none (one that is starting, say), is answered
+        once one of its tasks ends."""
+        held = holding[worker]
+        task = None if stopped else next((t for t in queued if not held or t not in alone), None)
+        empty = sum(1 for w in live if w != worker and not holding[w] and w not in done)
+        if not stopped and (
+            alone.intersection(held) or (task is None and queued) or (held and len(queued) <= empty)
+        ):
+            waiting.add(worker)
+            return
+        if task is None:
+            done.add(worker)
+        else:
+            queued.remove(task)
+            held.append(task)
         pool.give(worker, task)
 
     def died(worker: int, code: int | None) -> None:
-        """A worker ended without its report: recover, retry or fail the task it held."""
-        task = holding.pop(worker, None)
-        if task is None or task in tally.results or stopped:
-            return
+        """A worker ended without its report: recover, retry or fail the tasks it held."""
+        held = holding.pop(worker, [])
+        for task in held:
+            if task not in tally.results and not stopped:
+                lost(worker, code, task, shared=len(held) > 1)
+
+    def lost(worker: int, code: int | None, task: Task, shared: bool) -> None:
         result = recover(task)
         if result is not None:
             outcome = "committed"
-        elif tries[task] + 1 < TRIES:
-            tries[task] += 1
+        elif (shared and task not in alone) or tries[task] + 1 < TRIES:
+            tries[task] += not shared or task in alone
+            alone.add(task)
             outcome = "retried"
             queued.appendleft(task)
         else:
@@ -166,8 +194,13 @@ def drive(
 
     def handle(event: Event) -> None:
         tally.handle(event)
-        if isinstance(event, TaskResult) and event.worker in live:
+        if isinstance(event, TaskWanted) and event.worker in live:
             if pool.alive(event.worker):  # a dead one's next task would be retried instead
+                give(event.worker)
+        elif isinstance(event, TaskResult) and event.task in holding.get(event.worker, ()):
+            holding[event.worker].remove(event.task)
+            if event.worker in waiting and pool.alive(event.worker):
+                waiting.discard(event.worker)
                 give(event.worker)
         elif isinstance(event, WorkerReport | WorkerFailed) and event.worker in live:
             live.discard(event.worker)  # its last word: it ends right after

@@ -6,6 +6,7 @@ per-worker rates) and the resolved secret values. It runs each task on some work
 hosts `serve()`, the worker loop (in this process, a spawned process, a thread, an actor),
 and passes every event a worker emits to `on_event`, on the thread that called `execute`:
 
+    TaskWanted      a worker will take another task: the executor gives it one, or None
     TaskStarted     a worker began a task
     RowsWritten     a batch of rows was written (progress, with running call counts)
     TaskResult      a task ended: the file it committed (path, rows, fingerprint), or its
@@ -35,7 +36,14 @@ from engine.define.secrets import Secret
 from engine.errors import RivuletError
 from engine.plan.secrets import redactor
 from engine.plan.tasks import Task
-from engine.work.worker import RunSettings, TaskResult, Worker, WorkerReport
+from engine.work.worker import (
+    RunSettings,
+    TaskResult,
+    TaskStarted,
+    TaskWanted,
+    Worker,
+    WorkerReport,
+)
 
 __all__ = [
     "Event",
@@ -48,19 +56,12 @@ __all__ = [
     "Task",
     "TaskResult",
     "TaskStarted",
+    "TaskWanted",
     "WorkerExited",
     "WorkerFailed",
     "WorkerReport",
     "serve",
 ]
-
-
-@dataclass(frozen=True)
-class TaskStarted:
-    """A worker began a task."""
-
-    task: Task
-    worker: int
 
 
 @dataclass(frozen=True)
@@ -115,7 +116,14 @@ class WorkerFailed:
 
 
 Event = (
-    TaskStarted | RowsWritten | TaskResult | WorkerReport | WorkerFailed | WorkerExited | Stopping
+    TaskWanted
+    | TaskStarted
+    | RowsWritten
+    | TaskResult
+    | WorkerReport
+    | WorkerFailed
+    | WorkerExited
+    | Stopping
 )
 Recover = Callable[[Task], TaskResult | None]
 
@@ -159,6 +167,10 @@ def serve(
     None or `stopped()`, emitting each event; the worker always tears down and reports (or
     reports its failure). `worker_id` names the worker in events (default: the pid).
 
+    A worker takes its next task while others still run (Worker.materialize_all), and
+    emits TaskWanted before each take but the first: an executor whose `take` waits for
+    the driver gives a worker one task (or None) as it starts it, then one per TaskWanted.
+
     Example:
         serve(settings, secret_values, tasks.pop, events.put, stop.is_set)
     """
@@ -186,8 +198,6 @@ def serve(
         return
     started(worker)
     try:
-        while not stopped() and (task := take()) is not None:
-            emit(TaskStarted(task, me))
-            emit(worker.materialize(task))
+        worker.materialize_all(take, emit)
     finally:
         emit(worker.close())

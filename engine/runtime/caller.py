@@ -21,7 +21,7 @@ from engine.define.policies import RetryPolicy
 from engine.define.resources import ResourceProvider
 from engine.runtime.adaptive import AdaptiveGate
 from engine.runtime.dispatch import Dispatch
-from engine.runtime.inflight import CallTimeout, call
+from engine.runtime.inflight import CallTimeout, Places, call
 from engine.runtime.limits import Limits
 from engine.runtime.resources import ResourcePool
 from engine.runtime.retrying import tenacity_args
@@ -132,6 +132,7 @@ class Caller:
 
         self._retry_args = tenacity_args(spec.retry, also=broken)
         self.dispatch = Dispatch(spec.concurrency)  # rows per thread task, tasks at once
+        self.places = Places()  # calls in flight, over every interval run at once
         self._gate = AdaptiveGate(spec.name, spec.concurrency, stats, stopper)  # AIMD on 429s
 
     @property

@@ -1,5 +1,6 @@
 """Calls in flight: one call with its timeout (sync ones on threads, async ones on the loop),
-and many at once with results in input order (`ordered_map`)."""
+and many at once with results in input order (`ordered_map`), under places (`Places`) that
+several maps may share."""
 
 from __future__ import annotations
 
@@ -58,11 +59,41 @@ def _is_async(function: Callable[..., Any]) -> bool:
     return inspect.iscoroutinefunction(function)
 
 
+class Places:
+    """The places for calls in flight that several `ordered_map`s share (one view's
+    intervals that a worker runs at once), so they hold at most their limit together."""
+
+    def __init__(self) -> None:
+        self.taken = 0
+        self.limit = 0  # as the last map to check asked it
+        self._freed = asyncio.Event()
+
+    @property
+    def full(self) -> bool:
+        return self.taken >= self.limit
+
+    def take(self) -> None:
+        self.taken += 1
+
+    def give_back(self, _: object = None) -> None:
+        self.taken -= 1
+        self._freed.set()
+
+    async def freed(self) -> None:
+        """Return once a place is given back (or a call ends)."""
+        self._freed.clear()
+        await self._freed.wait()
+
+
 async def ordered_map(
-    items: Iterable[T], function: Callable[[T], Awaitable[R]], limit: int | Callable[[], int]
+    items: Iterable[T],
+    function: Callable[[T], Awaitable[R]],
+    limit: int | Callable[[], int],
+    places: Places | None = None,
 ) -> AsyncIterator[R]:
     """Yield `function(item)` for each item in input order, with at most `limit` calls running
-    (or `limit()`, asked before each new call).
+    (or `limit()`, asked before each new call), counted in `places` when given: calls of
+    other maps there count too.
 
     A call that finishes early frees its place at once, even while an older call is still
     running: its result waits to be yielded in order. So one slow call does not hold back
@@ -73,28 +104,21 @@ async def ordered_map(
     abandoning those on threads. Use it under `contextlib.aclosing` so that happens at once.
     """
     most = limit if callable(limit) else lambda: limit
+    shared = Places() if places is None else places
     pending: deque[asyncio.Future[R]] = deque()
-    running = 0
-    freed = asyncio.Event()
-
-    def finished(_: asyncio.Future[R]) -> None:
-        nonlocal running
-        running -= 1
-        freed.set()
 
     try:
         for item in items:
             while True:
                 while pending and pending[0].done():
                     yield pending.popleft().result()
-                allowed = most()
-                if running < allowed and len(pending) < _WINDOW * allowed:
+                allowed = shared.limit = most()
+                if shared.taken < allowed and len(pending) < _WINDOW * allowed:
                     break
-                freed.clear()
-                await freed.wait()
+                await shared.freed()
             future = asyncio.ensure_future(function(item))
-            running += 1
-            future.add_done_callback(finished)
+            shared.take()
+            future.add_done_callback(shared.give_back)
             pending.append(future)
         while pending:
             yield await pending.popleft()

@@ -69,7 +69,8 @@ async def _run_python(
     dead_letters: DeadLetters,
     stopped: Callable[[], bool],
 ) -> AsyncIterator[pa.Table]:
-    """One call per row, up to `view.concurrency` at once across batch boundaries."""
+    """One call per row, up to `view.concurrency` at once across batch (and interval)
+    boundaries."""
     sources: deque[pa.RecordBatch] = deque()
 
     def rows() -> Iterator[dict[str, Any]]:
@@ -102,10 +103,10 @@ async def _run_python(
     if caller.runs_rows_in_chunks:
         dispatch = caller.dispatch
         chunks = _until_stopped(_chunks(rows(), lambda: dispatch.chunk_size), stopped)
-        calls = ordered_map(chunks, compute_chunk, lambda: dispatch.in_flight)
+        calls = ordered_map(chunks, compute_chunk, lambda: dispatch.in_flight, caller.places)
     else:
         singles = _until_stopped(([row] for row in rows()), stopped)
-        calls = ordered_map(singles, compute, view.concurrency)
+        calls = ordered_map(singles, compute, view.concurrency, caller.places)
     done: list[dict | None] = []
     async with aclosing(calls) as results:
         async for finished in results:
@@ -153,7 +154,8 @@ async def _run_frames(
         kept = _apply_policy(view, batch.to_pylist(), attempts, error, dead_letters)
         return rows_to_table(view, batch, kept, context.start_time, context.end_time)
 
-    calls = ordered_map(_until_stopped(batches, stopped), compute, view.concurrency)
+    batches = _until_stopped(batches, stopped)
+    calls = ordered_map(batches, compute, view.concurrency, caller.places)
     async with aclosing(calls) as tables:
         async for table in tables:
             yield table

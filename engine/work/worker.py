@@ -1,14 +1,16 @@
-"""A worker: imports the job once, holds its resources, and runs tasks one after another."""
+"""A worker: imports the job once, holds its resources, and runs the tasks it is given,
+the next one's rows starting while the last calls of the one before finish."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import signal
 import time
 import traceback
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import aclosing
 from dataclasses import dataclass, field
@@ -25,6 +27,7 @@ from engine.plan.tasks import Task
 from engine.read.sources import read_window
 from engine.runtime.caller import Caller, CallSpec
 from engine.runtime.context import Resources, Secrets
+from engine.runtime.inflight import Places
 from engine.runtime.limits import Limits
 from engine.runtime.resources import ResourcePool
 from engine.runtime.shared_limits import SharedBuckets
@@ -49,6 +52,24 @@ class RunSettings:
     """What the views' Environments require: checked here, installed by a cluster's runtime."""
     limiter: str | None = None
     """redis://HOST:PORT/DB of rate limits shared by every worker (then `rates` are whole)."""
+
+
+OPEN_INTERVALS = 16  # intervals a worker runs at once, at most (see Worker.materialize_all)
+
+
+@dataclass(frozen=True)
+class TaskWanted:
+    """A worker will take another task: it is given one, or None for no more."""
+
+    worker: int
+
+
+@dataclass(frozen=True)
+class TaskStarted:
+    """A worker began a task."""
+
+    task: Task
+    worker: int
 
 
 @dataclass(frozen=True)
@@ -86,7 +107,7 @@ class Worker:
 
     Example:
         worker = Worker(settings, secret_values)
-        result = worker.materialize(task)
+        worker.materialize_all(tasks.pop, events.append)  # or one: worker.materialize(task)
         report = worker.close()
     """
 
@@ -113,6 +134,7 @@ class Worker:
         # its timeout (or a second Ctrl-C) abandoned it.
         self._threads = DaemonThreads(most, "rivulet-call")
         self._writes = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rivulet-write")
+        self._taking = DaemonThreads(1, "rivulet-take")  # a take may wait for the driver
         self._stats = CallStats()
         self._pool = ResourcePool(secret_values, self._stats, self._redact, self._stopper)
         self._shared = (
@@ -123,15 +145,93 @@ class Worker:
         self._limits = Limits(settings.rates, self._stats, self._stopper, self._shared)
         self._callers: dict[str, Caller] = {}
         self._commits = 0
-        self._current: asyncio.Task | None = None
+        self._running: set[asyncio.Task] = set()
 
     def materialize(self, task: Task) -> TaskResult:
         """Compute one interval of one feature view and commit its Parquet file; the result
         says what the driver is to record."""
-        began, started_at = time.perf_counter(), datetime.now(UTC)
-        self._current = self._loop.create_task(self._compute(task))
+        running = self._loop.create_task(self._run(task, lambda: None))
+        self._running.add(running)
         try:
-            path, rows = self._loop.run_until_complete(self._current)
+            return self._loop.run_until_complete(running)
+        finally:
+            self._running.discard(running)
+
+    def materialize_all(
+        self,
+        take: Callable[[], Task | None],
+        emit: Callable[[TaskWanted | TaskStarted | TaskResult], None],
+    ) -> None:
+        """Run the tasks `take` gives (emitting TaskWanted before each take but the first,
+        then TaskStarted and TaskResult) until it gives None or the worker stops.
+
+        The next task is taken once every task running has read its whole source and has
+        places for calls to spare, so its rows start while the last calls of the others
+        finish, under the same concurrency: short intervals keep calls in flight across
+        their boundaries. Each interval still commits on its own, as it finishes; at most
+        OPEN_INTERVALS run at once.
+        """
+        self._loop.run_until_complete(self._run_all(take, emit))
+
+    async def _run_all(
+        self,
+        take: Callable[[], Task | None],
+        emit: Callable[[TaskWanted | TaskStarted | TaskResult], None],
+    ) -> None:
+        running: dict[asyncio.Task[TaskResult], Task] = {}
+        unread: set[Task] = set()  # running tasks whose source is not read to its end
+        changed = asyncio.Event()  # a source was read, or a task ended
+        asking: asyncio.Future[Task | None] | None = None
+        more, taken = True, False
+
+        def read(task: Task) -> None:
+            unread.discard(task)
+            changed.set()
+
+        while True:
+            if self._stopped():
+                more = False
+            full = {p for p in map(self._places, running.values()) if p.full}
+            ready = not unread and not full and len(running) < OPEN_INTERVALS
+            if more and asking is None and ready:
+                if running or taken:  # the first task comes unasked, as the worker starts
+                    emit(TaskWanted(self.id))
+                asking, taken = self._loop.run_in_executor(self._taking, take), True
+            if not running and (asking is None or not more):
+                return
+            changed.clear()
+            woken = [asyncio.ensure_future(changed.wait())]
+            if not unread:  # a place freed may be what lets the next task in
+                woken += [asyncio.ensure_future(p.freed()) for p in full]
+            waits = {*woken, *running, *([asking] if asking and more else [])}
+            done, _ = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            for waiter in woken:
+                waiter.cancel()
+            if asking is not None and asking in done:
+                task, asking = asking.result(), None
+                if task is None or self._stopped():  # a task given after a stop is not run
+                    more = False
+                else:
+                    emit(TaskStarted(task, self.id))
+                    unread.add(task)
+                    started = self._loop.create_task(self._run(task, functools.partial(read, task)))
+                    running[started] = task
+                    self._running.add(started)
+            for ended in done & running.keys():
+                unread.discard(running.pop(ended))
+                self._running.discard(ended)
+                emit(ended.result())
+
+    def _places(self, task: Task) -> Places:
+        """The places for calls in flight of the task's view on this worker."""
+        caller = self._callers.get(task.feature_view)
+        return caller.places if caller is not None else Places()
+
+    async def _run(self, task: Task, read: Callable[[], None]) -> TaskResult:
+        """One task's result: its committed file, or its error (a cancel is an interrupt)."""
+        began, started_at = time.perf_counter(), datetime.now(UTC)
+        try:
+            path, rows = await self._compute(task, read)
         except (Exception, asyncio.CancelledError) as caught:
             exc = (
                 Interrupted("The run was interrupted before this interval was finished.")
@@ -157,7 +257,7 @@ class Worker:
         seconds = time.perf_counter() - began
         return TaskResult(task, self.id, rows, seconds, str(path), fingerprint, started_at)
 
-    async def _compute(self, task: Task) -> tuple[Path, int]:
+    async def _compute(self, task: Task, read: Callable[[], None]) -> tuple[Path, int]:
         view = self.job.feature_views[task.feature_view]
         for _, provider in view.resource_providers:
             await self._pool.acquire(provider)
@@ -193,7 +293,7 @@ class Worker:
             self._callers[view.name] = caller
         dead_letters = DeadLetters(view, task.start, task.end, self._redact)
         folder = partition_dir(self.settings.output, view.name, task.start)
-        batches = read_window(view, task.start, task.end)
+        batches = _then(read_window(view, task.start, task.end), read)
         schema, keys = view.output_schema(), view.carried_columns
         with PartitionWriter(folder, schema, metadata, filtered_on=keys) as writer:
             outputs = run_transform(view, batches, context, caller, dead_letters, self._stopped)
@@ -245,13 +345,13 @@ class Worker:
         """Cancel the interval in progress, from any thread: it unwinds at once, abandoning
         calls still running on threads (they cannot be stopped, and end on their own)."""
 
-        def cancel_current() -> None:
+        def cancel_running() -> None:
             self._stopper.stop()
-            if self._current is not None:
-                self._current.cancel()
+            for running in self._running:
+                running.cancel()
 
         with contextlib.suppress(RuntimeError):
-            self._loop.call_soon_threadsafe(cancel_current)
+            self._loop.call_soon_threadsafe(cancel_running)
 
     def close(self) -> WorkerReport:
         """Tear down every resource this worker built and report the counts."""
@@ -262,8 +362,15 @@ class Worker:
         finally:
             self._threads.shutdown(wait=False, cancel_futures=True)
             self._writes.shutdown(wait=False, cancel_futures=True)
+            self._taking.shutdown(wait=False, cancel_futures=True)
             self._loop.close()
         return WorkerReport(self.id, self._stats)
+
+
+def _then(batches: Iterable[pa.RecordBatch], read: Callable[[], None]) -> Iterator[pa.RecordBatch]:
+    """The batches, calling `read` once the last was taken (the source is read)."""
+    yield from batches
+    read()
 
 
 def _fault_point(point: str, count: int) -> None:
