@@ -22,6 +22,8 @@ SCENARIOS = {
     "s8_serving": "serving",
     "s9_ray": "ray",
     "s10_shared_limit": "limit",
+    "s11_seed": "seed",
+    "s12_schedule": "hourly",
 }
 
 
