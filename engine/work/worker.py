@@ -55,6 +55,8 @@ class RunSettings:
 
 
 OPEN_INTERVALS = 16  # intervals a worker runs at once, at most (see Worker.materialize_all)
+OPEN_WHOLE_FRAMES = 2  # ... of views computed in whole frames: they make no calls to keep
+# in flight, and each holds a frame; one interval's read beside another's compute is all
 
 
 @dataclass(frozen=True)
@@ -169,7 +171,7 @@ class Worker:
         places for calls to spare, so its rows start while the last calls of the others
         finish, under the same concurrency: short intervals keep calls in flight across
         their boundaries. Each interval still commits on its own, as it finishes; at most
-        OPEN_INTERVALS run at once.
+        OPEN_INTERVALS run at once (OPEN_WHOLE_FRAMES with a view computed in whole frames).
         """
         self._loop.run_until_complete(self._run_all(take, emit))
 
@@ -192,7 +194,7 @@ class Worker:
             if self._stopped():
                 more = False
             full = {p for p in map(self._places, running.values()) if p.full}
-            ready = not unread and not full and len(running) < OPEN_INTERVALS
+            ready = not unread and not full and len(running) < self._most_open(running.values())
             if more and asking is None and ready:
                 if running or taken:  # the first task comes unasked, as the worker starts
                     emit(TaskWanted(self.id))
@@ -221,6 +223,11 @@ class Worker:
                 unread.discard(running.pop(ended))
                 self._running.discard(ended)
                 emit(ended.result())
+
+    def _most_open(self, tasks: Iterable[Task]) -> int:
+        views = self.job.feature_views
+        whole = any(views[task.feature_view].whole_frames for task in tasks)
+        return OPEN_WHOLE_FRAMES if whole else OPEN_INTERVALS
 
     def _places(self, task: Task) -> Places:
         """The places for calls in flight of the task's view on this worker."""
