@@ -3,6 +3,8 @@ process and handing tasks out in reverse order, gives the output and ledger Loca
 
 from __future__ import annotations
 
+import json
+import os
 import queue
 import threading
 from collections.abc import Callable, Mapping, Sequence
@@ -137,3 +139,18 @@ def test_the_cli_names_its_executor(write_job, tmp_path) -> None:
     misplaced = run_cli("backfill", job, "--start", "2024-10-26", "--end", "2024-10-27",
                         "--ray-address", "127.0.0.1:6379", "--output", tmp_path / "o")  # fmt: skip
     assert misplaced.returncode == 2 and "--ray-address needs --executor ray" in misplaced.stderr
+
+
+def test_workers_auto_starts_one_worker_per_core(write_job, tmp_path) -> None:
+    job = write_job(JOB)
+    done = run_cli("backfill", job, "--start", "2024-10-26", "--end", "2024-10-29",
+                   "--workers", "auto", "--json", "--output", tmp_path / "o")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)
+    assert len(summary["resource_builds_by_worker"]) == min(os.cpu_count() or 1, 9)
+    bad = run_cli("backfill", job, "--start", "2024-10-26", "--end", "2024-10-27",
+                  "--workers", "many", "--output", tmp_path / "o")  # fmt: skip
+    assert bad.returncode == 2
+    assert "Invalid value for '--workers': 'many' is neither a number of processes nor auto" in (
+        bad.stderr
+    )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import signal
 import sqlite3
 import sys
@@ -36,6 +37,23 @@ class _Time(click.ParamType):
                 param,
                 ctx,
             )
+
+
+class _Workers(click.ParamType):
+    """A count of processes, or "auto": the machine's cores."""
+
+    name = "N|auto"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        if value == "auto":
+            return os.cpu_count() or 1
+        try:
+            return int(value)
+        except ValueError:
+            self.fail(f"'{value}' is neither a number of processes nor auto", param, ctx)
+
+
+WORKERS = _Workers()
 
 
 def _reports_errors(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -90,7 +108,9 @@ def _run_options(command: Callable[..., Any]) -> Callable[..., Any]:
     options = [
         click.option("--output", default="offline_store", show_default=True, help="Store root."),
         click.option("--feature-view", "feature_views", multiple=True, help="Only this view."),
-        click.option("--workers", default=1, show_default=True, type=int, help="Processes."),
+        click.option(
+            "--workers", default="1", show_default=True, type=WORKERS, help="Processes, or auto."
+        ),
         click.option(
             "--executor",
             type=click.Choice(["local", "ray"]),
@@ -236,7 +256,7 @@ def status(job: str, output: str, debug: bool) -> None:
 @click.argument("job", type=click.Path(dir_okay=False))
 @click.option("--update", is_flag=True, help="Rewrite the golden files with this output.")
 @click.option("--golden-dir", type=click.Path(file_okay=False), help="Golden files folder.")
-@click.option("--workers", default=1, show_default=True, type=int, help="Worker processes.")
+@click.option("--workers", default="1", show_default=True, type=WORKERS, help="Worker processes.")
 @click.option("--secrets-file", type=click.Path(dir_okay=False), help="TOML file of secrets.")
 @_reports_errors
 def golden_test(
@@ -341,7 +361,7 @@ def validate(job: str, debug: bool) -> None:
 @click.argument("job", type=click.Path(dir_okay=False))
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=8080, show_default=True, type=int, help="Port to listen on.")
-@click.option("--workers", default=1, show_default=True, type=int, help="Server processes.")
+@click.option("--workers", default="1", show_default=True, type=WORKERS, help="Server processes.")
 @click.option("--secrets-file", type=click.Path(dir_okay=False), help="TOML file of secrets.")
 @click.option(
     "--api-key-secret",
