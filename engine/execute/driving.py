@@ -40,8 +40,8 @@ class Pool(Protocol):
         ...
 
     def give(self, worker: int, task: Task | None) -> None:
-        """Answer the worker's TaskWanted: its next task, or None: no more work, tear down
-        and report."""
+        """Hand the worker a task (its first as it starts, then one per TaskWanted), or
+        None: no more work, tear down and report."""
         ...
 
     def receive(self, timeout: float) -> list[Event]:
