@@ -12,7 +12,7 @@ from engine.runtime.dispatch import (
 
 def feed(dispatch: Dispatch, rows: int, wall: float, cpu: float, times: int = 10) -> None:
     for _ in range(times):
-        dispatch.observe(rows, wall, cpu)
+        dispatch.observe([wall / rows] * rows, cpu)
 
 
 def test_rows_that_wait_run_alone_with_the_full_concurrency() -> None:
@@ -72,7 +72,7 @@ def test_tasks_in_flight_ramp_up_from_one() -> None:
     seen = []
     for _ in range(EVIDENCE_ROWS + 2):
         seen.append(dispatch.in_flight)
-        dispatch.observe(1, 0.005, 0.00002)
+        dispatch.observe([0.005], 0.00002)
     # up to CPU work's threads until enough rows showed they wait, then the view's 16
     assert seen == [1, 2, *[CPU_CHUNKS_IN_FLIGHT] * (EVIDENCE_ROWS - 2), 16, 16]
 
@@ -81,8 +81,18 @@ def test_one_descheduled_row_does_not_open_the_threads() -> None:
     # On a busy machine the first row of Python work lost a time slice: 3 ms of wall time
     # for 10 µs on the CPU, an API call's share. One row is not evidence; the next ones are.
     dispatch = Dispatch(concurrency=16)
-    dispatch.observe(1, 0.003, 0.00001)
+    dispatch.observe([0.003], 0.00001)
     assert dispatch.cpu_bound and dispatch.in_flight <= CPU_CHUNKS_IN_FLIGHT
     assert dispatch.chunk_size == 1  # sized by wall time until the rows are known
     feed(dispatch, rows=64, wall=0.004, cpu=0.0012)
+    assert dispatch.cpu_bound and dispatch.in_flight == CPU_CHUNKS_IN_FLIGHT
+
+
+def test_one_descheduled_row_in_a_task_does_not_make_python_work_look_like_waiting() -> None:
+    # 47 rows of 2 µs, one of which lost 50 ms to other processes: the task's summed wall
+    # time gives a share of 0.2%, an API call's; its typical row's gives the truth.
+    dispatch = Dispatch(concurrency=16)
+    dispatch.observe([2e-6] * 46 + [0.05], cpu=47 * 2e-6)
+    assert dispatch.cpu_bound and dispatch.in_flight <= CPU_CHUNKS_IN_FLIGHT
+    feed(dispatch, rows=512, wall=0.001, cpu=0.00095)
     assert dispatch.cpu_bound and dispatch.in_flight == CPU_CHUNKS_IN_FLIGHT

@@ -181,7 +181,7 @@ class Caller:
             rows = rows[: len(outcomes)]
         else:
             rest = []
-            self.dispatch.observe(len(rows), sum(seconds), cpu)
+            self.dispatch.observe(seconds, cpu)
         self._stats.calls += len(rows)
         self._stats.record_latencies(seconds)
         results: list[tuple[Any, int] | FailedCall] = []

@@ -15,6 +15,8 @@ wall time, so a slow call is not queued behind others on one thread.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 CHUNK_SECONDS = 0.002  # the work one thread task aims at
 MOST_ROWS_PER_CHUNK = 512
 CPU_CHUNKS_IN_FLIGHT = 4  # threads for Python work: a few hide hand-offs, more contend
@@ -30,7 +32,7 @@ class Dispatch:
 
     Example:
         dispatch = Dispatch(concurrency=64)
-        dispatch.observe(rows=512, wall=0.002, cpu=0.0019)
+        dispatch.observe(seconds=[4e-6] * 512, cpu=0.0019)
         dispatch.chunk_size, dispatch.in_flight  # (512, 2): CPU work, ramping up
     """
 
@@ -42,10 +44,14 @@ class Dispatch:
         self._ramp = 1  # tasks in flight allowed so far: doubles with each task done
         self.cpu_bound = True  # until rows show they wait
 
-    def observe(self, rows: int, wall: float, cpu: float) -> None:
-        """Take what one thread task of `rows` rows took: wall and thread CPU seconds."""
+    def observe(self, seconds: Sequence[float], cpu: float) -> None:
+        """Take what one thread task took: each row's wall seconds, and the thread's CPU
+        seconds for them all. A row's wall time is its task's median row's: one row that
+        lost a time slice (a loaded machine) must not make the task look like waiting."""
+        rows = len(seconds)
+        typical = sorted(seconds)[rows // 2]
         kept = 0.0 if self._wall is None else KEPT_PER_ROW**rows
-        self._wall = kept * (self._wall or 0.0) + (1 - kept) * max(wall / rows, 1e-7)
+        self._wall = kept * (self._wall or 0.0) + (1 - kept) * max(typical, 1e-7)
         self._cpu = kept * self._cpu + (1 - kept) * cpu / rows
         self._rows += rows
         share = self._cpu / self._wall
