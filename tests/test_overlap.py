@@ -1,5 +1,5 @@
 """A worker starts its next interval while the last calls of the one before finish, under one
-concurrency; a worker's death is blamed on a task only when that task ran alone."""
+concurrency; after a worker's death each interval it ran is retried alone."""
 
 from __future__ import annotations
 
@@ -70,6 +70,7 @@ def view(row, context):
 
 
 def test_only_the_interval_that_kills_its_workers_fails(write_job, tmp_path: Path) -> None:
+    # Its neighbours die with it once, then run alone on fresh workers and commit.
     out = tmp_path / "out"
     result = run_cli(
         "backfill", write_job(POISON), "--start", "2024-10-26", "--end", "2024-10-29",

@@ -125,15 +125,16 @@ def drive(
     `GRACE_SECONDS`); a second one cancels their intervals, and ends them `CANCEL_SECONDS`
     later. A worker that dies under tasks is replaced; each task is recovered (its file was
     already in place), retried on another worker, or failed after `TRIES` workers died
-    under it alone: a task whose worker died running others too may not be the cause, so
-    its retry runs alone (its worker gets nothing more until it ends) and only deaths
-    there count. `what` names a worker in messages ("worker process", "Ray actor").
+    under it. A retry runs alone (its worker gets nothing more until it ends): a task
+    whose worker died running others too may not be the cause, and alone, only a task
+    that is the cause dies again. `what` names a worker in messages ("worker process",
+    "Ray actor").
     """
     queued = deque(tasks)
     live: set[int] = set()
     holding: dict[int, list[Task]] = {}  # the tasks each worker runs
     tries: Counter[Task] = Counter()
-    alone: set[Task] = set()  # tasks to run alone: their worker died running others too
+    alone: set[Task] = set()  # tasks to run alone: a worker died under them
     waiting: set[int] = set()  # workers that asked while they may take nothing
     done: set[int] = set()  # workers told there is no more work
     stopped = False
@@ -166,17 +167,16 @@ def drive(
 
     def died(worker: int, code: int | None) -> None:
         """A worker ended without its report: recover, retry or fail the tasks it held."""
-        held = holding.pop(worker, [])
-        for task in held:
+        for task in holding.pop(worker, []):
             if task not in tally.results and not stopped:
-                lost(worker, code, task, shared=len(held) > 1)
+                lost(worker, code, task)
 
-    def lost(worker: int, code: int | None, task: Task, shared: bool) -> None:
+    def lost(worker: int, code: int | None, task: Task) -> None:
         result = recover(task)
         if result is not None:
             outcome = "committed"
-        elif (shared and task not in alone) or tries[task] + 1 < TRIES:
-            tries[task] += not shared or task in alone
+        elif tries[task] + 1 < TRIES:
+            tries[task] += 1
             alone.add(task)
             outcome = "retried"
             queued.appendleft(task)
