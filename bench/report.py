@@ -61,8 +61,14 @@ def write(scenarios: list[Scenario]) -> tuple[Path, Path]:
     where = machine()
     for scenario in scenarios:
         saved[scenario.name] = {**dataclasses.asdict(scenario), **where}
-    path.write_text(json.dumps({"scenarios": dict(sorted(saved.items()))}, indent=2) + "\n")
+    ordered = dict(sorted(saved.items(), key=lambda item: _number(item[0])))
+    path.write_text(json.dumps({"scenarios": ordered}, indent=2) + "\n")
     return path, chart(list(saved.values()))
+
+
+def _number(name: str) -> int:
+    """A scenario's number, from its name ("s10_shared_limit": 10), to order them by."""
+    return int(name[1:].split("_")[0])
 
 
 def chart(scenarios: list[dict[str, Any]]) -> Path:
@@ -72,7 +78,7 @@ def chart(scenarios: list[dict[str, Any]]) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    ordered = sorted(scenarios, key=lambda s: s["name"])
+    ordered = sorted(scenarios, key=lambda s: _number(s["name"]))
     figure, axes = plt.subplots(
         len(ordered), 1, figsize=(10, 2.2 + 0.9 * sum(len(s["rows"]) for s in ordered) / 2),
         squeeze=False,
