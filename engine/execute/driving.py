@@ -120,15 +120,14 @@ def drive(
 
     Each worker gets a task as it starts and then each time it asks (TaskWanted: when the
     tasks it runs have read their sources), or None when there is no more work, so the
-    driver always knows which tasks a worker holds. The first
-    SIGINT or SIGTERM stops the workers at their next row (they tear down and report, within
-    `GRACE_SECONDS`); a second one cancels their intervals, and ends them `CANCEL_SECONDS`
-    later. A worker that dies under tasks is replaced; each task is recovered (its file was
-    already in place), retried on another worker, or failed after `TRIES` workers died
-    under it. A retry runs alone (its worker gets nothing more until it ends): a task
-    whose worker died running others too may not be the cause, and alone, only a task
-    that is the cause dies again. `what` names a worker in messages ("worker process",
-    "Ray actor").
+    driver always knows which tasks a worker holds. The first SIGINT or SIGTERM stops the
+    workers at their next row (they tear down and report, within `GRACE_SECONDS`); a
+    second one cancels their intervals, and ends them `CANCEL_SECONDS` later. A worker
+    that dies under tasks is replaced; each task is recovered (its file was already in
+    place), retried on another worker, or failed after `TRIES` workers died under it. A
+    retry runs alone (its worker gets nothing more until it ends): a task whose worker died
+    running others too may not be the cause, and alone, only a task that is the cause dies
+    again. `what` names a worker in messages ("worker process", "Ray actor").
     """
     queued = deque(tasks)
     live: set[int] = set()
