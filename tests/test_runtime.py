@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 import pytest
 
 from engine import RetryPolicy, resource_provider
+from engine.errors import Interrupted
 from engine.define.resources import ResourceProvider
 from engine.runtime.caller import Caller, CallSpec, FailedCall
 from engine.runtime.context import Resources
@@ -247,3 +248,23 @@ def test_rows_of_a_chunk_that_failed_take_the_same_attempts() -> None:
         return results
 
     assert run(main()) == [(2, 2), (4, 2), (6, 2)]
+
+
+def test_a_build_finished_as_a_stop_woke_its_wait_is_still_torn_down() -> None:
+    built: list[Client] = []
+    runtime = Runtime()
+
+    @resource_provider(name="api")
+    async def api() -> Client:
+        runtime.stopper.stop()  # wakes the wait in the same loop step the build ends in
+        built.append(Client())
+        return built[-1]
+
+    async def main() -> None:
+        with pytest.raises(Interrupted):
+            await runtime.pool.acquire(api)
+        await runtime.close()
+
+    run(main())
+    assert runtime.stats.builds["api"] == runtime.stats.teardowns["api"] == 1
+    assert built[0].closed

@@ -146,7 +146,7 @@ class ResourcePool:
             await asyncio.wait([build for _, build in self._abandoned], timeout=LATE_BUILD_SECONDS)
         for name, build in self._abandoned:
             if build.done() and not build.cancelled() and build.exception() is None:
-                await self._tear_down(name, build.result()[1], forget=False)
+                self._count_build(name, build.result()[1], rebuild=False)
         self._abandoned.clear()
         while self._teardowns:
             name, handle = self._teardowns.pop()
@@ -198,8 +198,9 @@ class ResourcePool:
             raise
 
     def _abandon(self, name: str, build: asyncio.Future) -> None:
-        if not build.done():
-            self._abandoned.append((name, build))
+        # Even a build already done: a stop can wake the wait in the loop step that finished
+        # it, and that resource is in no other list to be torn down.
+        self._abandoned.append((name, build))
 
     def _build_in_thread(self, provider: ResourceProvider, rebuild: bool) -> tuple[Any, Any]:
         try:
