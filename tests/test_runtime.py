@@ -9,8 +9,8 @@ from typing import Any, TypeVar
 import pytest
 
 from engine import RetryPolicy, resource_provider
-from engine.errors import Interrupted
 from engine.define.resources import ResourceProvider
+from engine.errors import Interrupted
 from engine.runtime.caller import Caller, CallSpec, FailedCall
 from engine.runtime.context import Resources
 from engine.runtime.limits import Limits
