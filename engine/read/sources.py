@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import glob
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -113,9 +114,15 @@ def _database() -> duckdb.DuckDBPyConnection:
     return duckdb.connect()
 
 
-def _glob(config: FileConfig) -> str:
+def _glob(config: FileConfig) -> str | list[str]:
+    """The source's files: a folder's, listed here (DuckDB's own `**` walk cost ~1.7 ms a
+    read, 20x Python's, once per interval), hidden ones included as DuckDB would; the
+    pattern itself when none match, so DuckDB says so."""
     path = Path(config.uri)
-    return str(path / f"**/*.{config.file_format}") if path.is_dir() else config.uri
+    if not path.is_dir():
+        return config.uri
+    pattern = str(path / f"**/*.{config.file_format}")
+    return sorted(glob.glob(pattern, recursive=True, include_hidden=True)) or pattern
 
 
 def window_column_type(view: BatchFeatureView, columns: list[str], types: list[str]) -> str:

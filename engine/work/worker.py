@@ -16,6 +16,7 @@ from contextlib import aclosing
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TypeVar
 
 import pyarrow as pa
 
@@ -54,6 +55,7 @@ class RunSettings:
     """redis://HOST:PORT/DB of rate limits shared by every worker (then `rates` are whole)."""
 
 
+T = TypeVar("T")
 OPEN_INTERVALS = 16  # intervals a worker runs at once, at most (see Worker.materialize_all)
 OPEN_WHOLE_FRAMES = 2  # ... of views computed in whole frames: they make no calls to keep
 # in flight, and each holds a frame; one interval's read beside another's compute is all
@@ -309,7 +311,7 @@ class Worker:
             if self._stopped():  # stopped while the last batch was written: commit nothing
                 raise Interrupted("The run was interrupted before this interval was finished.")
             try:
-                path = writer.commit()
+                path = await self._on_writer(writer.commit)  # its fsyncs do not stall the loop
             except AlreadyCommitted as first:  # an attempt presumed dead was not: its file
                 return first.path, first.rows  # stands, with its own dead letters
         # Dead letters follow their data: a crash between the two leaves data whose rerun
@@ -341,6 +343,16 @@ class Worker:
         if in_flight is not None:
             await in_flight
             self._on_rows(task, rows, self._stats)
+
+    async def _on_writer(self, function: Callable[[], T]) -> T:
+        """`function()` on the writer thread, after the writes queued there; a cancel waits
+        for it to end, as the file must not close under it."""
+        running = self._loop.run_in_executor(self._writes, function)
+        try:
+            return await asyncio.shield(running)
+        except asyncio.CancelledError:
+            await asyncio.wait([running])
+            raise
 
     def stop(self) -> None:
         """Stop, from any thread: no new row or micro-batch starts and every wait (rate
