@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import time
@@ -24,6 +25,7 @@ from engine.plan.rates import check_rate_overrides, worker_rates
 from engine.plan.secrets import resolve_secrets, short_secret_notes
 from engine.plan.states import PlannedInterval, plan_intervals
 from engine.plan.tasks import Task
+from engine.publish import Publisher
 from engine.store.ledger import Ledger
 from engine.store.lock import output_lock
 from engine.store.parquet import committed_files
@@ -51,6 +53,7 @@ class RunRequest:
     on_event: OnEvent = lambda event: None
     executor: Executor | None = None
     limiter: str | None = None
+    online_store: str | None = None
 
 
 def backfill(
@@ -69,6 +72,7 @@ def backfill(
     now: datetime | None = None,
     executor: Executor | None = None,
     limiter: str | None = None,
+    online_store: str | None = None,
 ) -> RunSummary:
     """Materialize every interval of the job's feature views in [start, end) to Parquet.
 
@@ -82,7 +86,9 @@ def backfill(
     `rate_limits` overrides the requests per second of named resource providers; `executor`
     runs the tasks (default: a LocalExecutor of `workers` processes). `limiter`
     (redis://HOST:PORT/DB) makes each rate limit one bucket shared by every worker of every
-    run; without it each worker keeps to its share.
+    run; without it each worker keeps to its share. Views with `online=True` also publish
+    each interval to `online_store` (redis://HOST:PORT/DB; default the SQLite file beside
+    the store).
 
     Example:
         summary = backfill("jobs/embeddings.py", datetime(2024, 10, 26), datetime(2024, 11, 9))
@@ -95,7 +101,7 @@ def backfill(
         RunRequest(
             loaded, views, lambda ledger: (windows, notes + window_notes), "backfill",
             Path(output), workers, secrets_file, rate_limits or {}, overwrite, allow_stale,
-            on_event, executor, limiter,
+            on_event, executor, limiter, online_store,
         )
     )  # fmt: skip
 
@@ -114,6 +120,7 @@ def run_due(
     now: datetime | None = None,
     executor: Executor | None = None,
     limiter: str | None = None,
+    online_store: str | None = None,
 ) -> RunSummary:
     """The scheduled run: every complete interval after the last committed one (or from
     `feature_start_time`) up to `until` (default now), plus earlier ones that failed or lost
@@ -153,7 +160,7 @@ def run_due(
     return materialize(
         RunRequest(
             loaded, views, due, "run", Path(output), workers, secrets_file, rate_limits or {},
-            False, allow_stale, on_event, executor, limiter,
+            False, allow_stale, on_event, executor, limiter, online_store,
         )
     )  # fmt: skip
 
@@ -203,9 +210,11 @@ def materialize(request: RunRequest) -> RunSummary:
     secret_values = resolve_secrets(views, request.secrets_file)
     notes += short_secret_notes(secret_values)
     probe_sources(views)
-    with output_lock(output):
+    publisher = Publisher(request.online_store, loaded.name, output, views)
+    with output_lock(output), contextlib.closing(publisher):
         ledger = Ledger(output)
         notes += reconcile(output, views, ledger)
+        notes += publisher.repair(ledger)
         windows, planning_notes = request.windows_for(ledger)
         notes = planning_notes + notes
         planned = plan_intervals(
@@ -233,6 +242,8 @@ def materialize(request: RunRequest) -> RunSummary:
         def on_executor_event(event: Event) -> None:
             if isinstance(event, TaskResult):
                 record(ledger, run_id, event)
+                if event.ok and event.path is not None:
+                    publisher.publish(event.task.feature_view, event.task.start, run_id)
             elif isinstance(event, WorkerExited):
                 notes.append(event.note)
             request.on_event(event)

@@ -7,7 +7,6 @@ import asyncio
 import contextlib
 import functools
 import os
-import signal
 import time
 import traceback
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
@@ -22,6 +21,7 @@ import pyarrow as pa
 
 from engine.define.secrets import Secret
 from engine.errors import Interrupted, RivuletError, one_line
+from engine.faults import fault_point
 from engine.plan.job import load_job
 from engine.plan.secrets import literal_secrets, redactor
 from engine.plan.tasks import Task
@@ -319,7 +319,7 @@ class Worker:
         dead_letters.commit(self.settings.output, metadata)
         self._stats.dead_lettered += len(dead_letters.rows)
         self._commits += 1
-        _fault_point("committed", self._commits)
+        fault_point("committed", self._commits)
         return path, writer.rows
 
     async def _write(
@@ -390,11 +390,3 @@ def _then(batches: Iterable[pa.RecordBatch], read: Callable[[], None]) -> Iterat
     """The batches, calling `read` once the last was taken (the source is read)."""
     yield from batches
     read()
-
-
-def _fault_point(point: str, count: int) -> None:
-    """Crash tests set RIVULET_KILL_AT=<point>:<n> to SIGKILL this worker at the n-th pass of
-    `point`; "committed" is after a file's rename, before its result reaches the driver,
-    which records it in the ledger."""
-    if os.environ.get("RIVULET_KILL_AT") == f"{point}:{count}":
-        os.kill(os.getpid(), signal.SIGKILL)

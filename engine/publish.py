@@ -1,0 +1,128 @@
+"""Online views' committed intervals, published to the online store by the driver.
+
+An interval is published right after the ledger records its commit; the store records it
+in the same transaction as its rows. So the online store is behind the offline one only
+between those two steps, and `repair` (run beside reconcile, before every run's work)
+publishes whatever a crash there left out, as it does for a new or flushed store. Writes
+keep the newer row per entity, so publishing an interval twice changes nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from pathlib import Path
+
+from engine.define.feature_views import BatchFeatureView
+from engine.define.schedule import as_utc
+from engine.errors import SettingsError
+from engine.faults import fault_point
+from engine.online.rows import namespace, newest_entries
+from engine.online.stores import open_store
+from engine.plan.job import load_job
+from engine.store.ledger import LEDGER_FOLDER, Ledger
+from engine.store.parquet import DATA_FILE, committed_files, partition_dir
+
+
+class Publisher:
+    """Publishes the committed intervals of a job's online views to the store at `url`
+    (default: the SQLite file beside `output`), opened only if one of `views` is online."""
+
+    def __init__(
+        self, url: str | None, job: str, output: str | Path, views: Sequence[BatchFeatureView]
+    ) -> None:
+        self._job = job
+        self._output = output
+        self._views = {view.name: view for view in views if view.online}
+        self.store = open_store(url, output) if self._views else None
+        self._published = 0
+
+    def close(self) -> None:
+        if self.store is not None:
+            self.store.close()
+
+    def publish(self, view: str, start: datetime, run_id: str) -> None:
+        """Publish one committed interval, if its view is online."""
+        if self.store is None or view not in self._views:
+            return
+        self._published += 1
+        fault_point("published", self._published)  # crash tests: after the ledger, before this
+        folder = partition_dir(self._output, view, start)
+        entries = newest_entries(self._views[view], folder / DATA_FILE)
+        self.store.write(
+            namespace(self._job, self._views[view]), entries, start.isoformat(), run_id
+        )
+
+    def repair(self, ledger: Ledger) -> list[str]:
+        """Publish every committed interval the store does not hold; return what was done."""
+        notes = []
+        for name, view in self._views.items():
+            assert self.store is not None  # opened, as a view is online
+            held = self.store.published(namespace(self._job, view))
+            lacking = [
+                entry
+                for entry in ledger.entries(name, state="committed")
+                if held.get(entry.interval_start.isoformat()) != entry.run_id
+            ]
+            for entry in lacking:
+                self.publish(name, entry.interval_start, entry.run_id or "")
+            if lacking:
+                notes.append(
+                    f"published {len(lacking)} committed interval(s) of {name} that the online "
+                    f"store {self.store.url} lacked"
+                )
+        return notes
+
+    def load(
+        self,
+        start: datetime | None,
+        end: datetime | None,
+        on_progress: Callable[[int, int], None] = lambda done, total: None,
+    ) -> int:
+        """Publish every committed file (the files, not the ledger, are the truth) of an
+        interval starting in [start, end), held already or not; report (done, total) after
+        each; return how many."""
+        files = [
+            (name, file)
+            for name in self._views
+            for file in committed_files(self._output, name)
+            if (start is None or file.start >= start) and (end is None or file.start < end)
+        ]
+        for done, (name, file) in enumerate(files, 1):
+            self.publish(name, file.start, file.run_id)
+            on_progress(done, len(files))
+        return len(files)
+
+
+def load_online(
+    job: str | Path,
+    start: datetime | None = None,
+    end: datetime | None = None,
+    *,
+    output: str | Path = "offline_store",
+    online_store: str | None = None,
+    on_progress: Callable[[int, int], None] = lambda done, total: None,
+) -> int:
+    """Fill the online store from the committed offline files of the job's online views
+    (all, or those of intervals starting in [start, end)): a new Redis, a rebuilt one.
+    Publishing twice changes nothing. Returns how many intervals were published.
+
+    Example:
+        load_online("jobs/transactions.py", online_store="redis://127.0.0.1:6379/0")
+    """
+    loaded = load_job(job)
+    views, _ = loaded.materialized(())
+    if not any(view.online for view in views):
+        raise SettingsError(
+            f"Job '{loaded.name}' has no feature view with online=True, so there is nothing "
+            f"to load into an online store."
+        )
+    if Ledger.existing(output) is None:
+        raise SettingsError(
+            f"{output} is not an offline store (it has no {LEDGER_FOLDER}/ folder); pass the "
+            f"--output the job was backfilled to."
+        )
+    with contextlib.closing(Publisher(online_store, loaded.name, output, views)) as publisher:
+        return publisher.load(as_utc(start) if start else None, as_utc(end) if end else None,
+                              on_progress)  # fmt: skip
