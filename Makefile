@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo serve test bench lint clean
+.PHONY: install demo serve serve-scoring test bench lint clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +19,9 @@ demo: $(STAMP)
 
 serve: $(STAMP)
 	$(BIN)/python -m fixtures.serve_demo
+
+serve-scoring: $(STAMP)
+	$(BIN)/python -m fixtures.serve_demo scoring
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -15,6 +15,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from tests.services import require_service
+
 if TYPE_CHECKING:
     from fixtures.mock_api import MockAPI
 
@@ -98,3 +100,23 @@ def run_cli(
         cwd=cwd or REPO,
         timeout=300,
     )
+
+
+ONLINE_REDIS = "redis://127.0.0.1:6379/5"  # a database of its own: each test empties it
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+def store_url(request: pytest.FixtureRequest) -> str | None:
+    """None for the default SQLite file beside the store, or the machine's Redis, emptied."""
+    if request.param == "sqlite":
+        return None
+
+    def probe() -> str:
+        import redis
+
+        client = redis.Redis.from_url(ONLINE_REDIS, socket_connect_timeout=3)
+        client.flushdb()
+        client.close()
+        return ONLINE_REDIS
+
+    return require_service("Redis", ONLINE_REDIS, probe)

@@ -174,20 +174,20 @@ def view(row, context):
     assert fingerprint["plain"] == fingerprint["tuned"] != fingerprint["changed"]
 
 
-def test_offline_false_is_left_out_and_online_true_is_noted(write_job, tmp_path) -> None:
+def test_offline_false_is_left_out_even_when_online(write_job, tmp_path) -> None:
     job = write_job(
         VIEW.format(source="events")
         + VIEW.format(source="events")
         .replace('name="view"', 'name="offline_off", offline=False')
         .replace("def view(", "def offline_off(")
         + VIEW.format(source="events")
-        .replace('name="view"', 'name="online_on", online=True')
-        .replace("def view(", "def online_on(")
+        .replace('name="view"', 'name="online_only", offline=False, online=True')
+        .replace("def view(", "def online_only(")
     )
     summary = backfill(job, datetime(2024, 10, 26), datetime(2024, 10, 27), output=tmp_path / "o")
-    assert summary.ok and sorted(summary.rows_by_view) == ["online_on", "view"]
+    assert summary.ok and sorted(summary.rows_by_view) == ["view"]
     assert "Feature view 'offline_off' has offline=False and is left out." in summary.notes
-    assert any("'online_on' has online=True: Rivulet does not materialize online yet" in n
+    assert any("'online_only' has offline=False and is left out: Rivulet publishes" in n
                for n in summary.notes)  # fmt: skip
     planned = run_cli("plan", job, "--start", "2024-10-26", "--end", "2024-10-27",
                       "--output", tmp_path / "o")  # fmt: skip

@@ -19,9 +19,7 @@ from engine.online.rows import Found, read_features
 from engine.online.stores import OnlineStore, open_store
 from engine.plan.job import load_job
 from tests.conftest import REPO, run_cli
-from tests.services import require_service
 
-REDIS = "redis://127.0.0.1:6379/5"  # a database of its own: each test empties it
 LATEST = """
 @batch_feature_view(name="latest", mode="polars", sources=[events], entities=[user],
     batch_schedule="1d", feature_start_time=datetime(2024, 10, 26), online=True, ttl="{ttl}",
@@ -36,23 +34,6 @@ def latest(df, context):
 USERS = ["u0", "u1", "u2"]
 DAY = timedelta(days=1)
 START = datetime(2024, 10, 26, tzinfo=UTC)
-
-
-@pytest.fixture(params=["sqlite", "redis"])
-def store_url(request: pytest.FixtureRequest) -> str | None:
-    """None for the default SQLite file beside the store, or the machine's Redis, emptied."""
-    if request.param == "sqlite":
-        return None
-
-    def probe() -> str:
-        import redis
-
-        client = redis.Redis.from_url(REDIS, socket_connect_timeout=3)
-        client.flushdb()
-        client.close()
-        return REDIS
-
-    return require_service("Redis", REDIS, probe)
 
 
 @pytest.fixture
@@ -77,7 +58,7 @@ def read_online(tmp_path: Path) -> Iterator[Callable[..., list[Found]]]:
     def read(job: Path, url: str | None, now: datetime, users: list[str] = USERS) -> list[Found]:
         stores.append(open_store(url, tmp_path / "o"))
         view = load_job(job).feature_views["latest"]
-        return read_features(stores[-1], "job", view, [[user] for user in users], now)
+        return read_features(stores[-1], "job", [(view, [user]) for user in users], now)
 
     yield read
     for store in stores:

@@ -383,6 +383,10 @@ def validate(job: str, debug: bool) -> None:
     envvar="RIVULET_LIMITER",
     help="Share each rate limit among every server process and run through Redis.",
 )
+@_ONLINE_STORE
+@click.option(
+    "--output", default="offline_store", show_default=True, help="Store root (its online store)."
+)
 @_reports_errors
 def serve(job: str, debug: bool, **settings: Any) -> None:
     """Serve JOB's realtime feature views over Tecton's HTTP API until Ctrl-C or SIGTERM."""

@@ -198,7 +198,9 @@ class RealtimeFeatureView(_CallsTransform):
     """A declared realtime feature view: a transform of one request's fields, with resources.
 
     Python mode hands each source's fields as a dict and takes a dict of features back;
-    pandas mode hands one-row DataFrames and takes a DataFrame. `timeout` bounds a request
+    pandas mode hands one-row DataFrames and takes a DataFrame. A source that is an online
+    batch view gives its features for the request's join keys, read from the online store
+    (each None when missing or expired). `timeout` bounds a request
     (every attempt and retry of it); a call that still fails follows `on_error`: "fail"
     answers an error naming the view, "null" answers null features with status ERROR.
     `cache` keeps answers by request inputs.
@@ -207,7 +209,7 @@ class RealtimeFeatureView(_CallsTransform):
     name: str
     function: Callable[..., Any]
     mode: str
-    sources: tuple[RequestSource, ...]
+    sources: tuple[RequestSource | BatchFeatureView, ...]
     features: tuple[Attribute, ...]
     resource_providers: tuple[tuple[str, ResourceProvider], ...]
     secrets: tuple[tuple[str, SecretSpec], ...]
@@ -233,9 +235,14 @@ class RealtimeFeatureView(_CallsTransform):
         """Every field the view's request sources need, in order, each once."""
         fields: dict[str, Field] = {}
         for source in self.sources:
-            for field in source.schema:
+            for field in source.schema if isinstance(source, RequestSource) else ():
                 fields.setdefault(field.name, field)
         return tuple(fields.values())
+
+    @functools.cached_property
+    def batch_sources(self) -> tuple[BatchFeatureView, ...]:
+        """The online batch views it reads, in source order."""
+        return tuple(s for s in self.sources if isinstance(s, BatchFeatureView))
 
     def run_transformation(
         self, input_data: Mapping[str, Any], resources: Mapping[str, Any] | None = None
@@ -322,10 +329,24 @@ def _check_parameters(view: str, function: Callable[..., Any], sources: Sequence
         )
 
 
-def _check_request_fields(view: str, sources: Sequence[RequestSource]) -> None:
-    """A request field named by several sources must have one type."""
+def _check_realtime_sources(view: str, sources: Sequence[Any]) -> None:
+    """Request sources, and batch views served online; a request field named by several
+    sources must have one type."""
+    kinds = (RequestSource, BatchFeatureView)
+    if not sources or not all(isinstance(source, kinds) for source in sources):
+        raise DefinitionError(
+            f"Feature view '{view}' needs sources=[RequestSource(...), ...], optionally with "
+            f"batch feature views declared online=True."
+        )
+    for source in sources:
+        if isinstance(source, BatchFeatureView) and not source.online:
+            raise DefinitionError(
+                f"Feature view '{view}' reads batch feature view '{source.name}', which is not "
+                f"online=True; declare it online=True so serving can read its newest values."
+            )
     seen: dict[str, Field] = {}
-    for field in (field for source in sources for field in source.schema):
+    requests = [source for source in sources if isinstance(source, RequestSource)]
+    for field in (field for source in requests for field in source.schema):
         if seen.setdefault(field.name, field).dtype != field.dtype:
             raise DefinitionError(
                 f"Feature view '{view}': request field '{field.name}' is declared as both "
@@ -532,7 +553,7 @@ def batch_feature_view(
 
 def realtime_feature_view(
     *,
-    sources: Sequence[RequestSource],
+    sources: Sequence[RequestSource | BatchFeatureView],
     mode: str,
     features: Sequence[Attribute],
     name: str | None = None,
@@ -565,10 +586,8 @@ def realtime_feature_view(
                 f"Feature view '{view}': unknown argument(s) {', '.join(sorted(unsupported))}."
             )
         _check_mode(view, mode, REALTIME_MODES)
-        if not sources or not all(isinstance(s, RequestSource) for s in sources):
-            raise DefinitionError(f"Feature view '{view}' needs sources=[RequestSource(...)].")
+        _check_realtime_sources(view, sources)
         _check_parameters(view, function, sources)
-        _check_request_fields(view, sources)
         if on_error not in REALTIME_ERROR_POLICIES:
             raise DefinitionError(
                 f"Feature view '{view}' has on_error '{on_error}'; a realtime view uses one of "

@@ -1,4 +1,4 @@
-"""`FeatureService`: the views a realtime request is answered with, under one name."""
+"""`FeatureService`: the views a request is answered with, under one name."""
 
 from __future__ import annotations
 
@@ -11,13 +11,14 @@ from engine.errors import DefinitionError
 
 @dataclass(frozen=True, eq=False)
 class FeatureService:
-    """A named group of realtime feature views, answered together by `get-features`.
+    """A named group of feature views answered together by `get-features`: realtime views,
+    and batch views declared online=True (read from the online store by join keys).
 
-    Example: `FeatureService(name="fraud", features=[fraud_score, embedding])`.
+    Example: `FeatureService(name="fraud", features=[user_metrics, fraud_score])`.
     """
 
     name: str
-    features: tuple[RealtimeFeatureView, ...]
+    features: tuple[RealtimeFeatureView | BatchFeatureView, ...]
     description: str | None = None
     owner: str | None = None
     tags: tuple[tuple[str, str], ...] = ()
@@ -25,7 +26,7 @@ class FeatureService:
     def __init__(
         self,
         name: str,
-        features: Sequence[RealtimeFeatureView],
+        features: Sequence[RealtimeFeatureView | BatchFeatureView],
         description: str | None = None,
         owner: str | None = None,
         tags: dict[str, str] | None = None,
@@ -35,16 +36,14 @@ class FeatureService:
         if not features:
             raise DefinitionError(f"Feature service '{name}' lists no features.")
         for view in features:
-            if isinstance(view, BatchFeatureView):
+            if isinstance(view, BatchFeatureView) and not view.online:
                 raise DefinitionError(
-                    f"Feature service '{name}' lists batch feature view '{view.name}'; Rivulet "
-                    f"serves realtime feature views only (batch views are served once the "
-                    f"online store exists)."
+                    f"Feature service '{name}' lists batch feature view '{view.name}', which "
+                    f"is not online=True; declare it online=True so serving can read it."
                 )
-            if not isinstance(view, RealtimeFeatureView):
+            if not isinstance(view, RealtimeFeatureView | BatchFeatureView):
                 raise DefinitionError(
-                    f"Feature service '{name}' lists {view!r}; list @realtime_feature_view "
-                    f"functions."
+                    f"Feature service '{name}' lists {view!r}; list feature views."
                 )
         names = [view.name for view in features]
         twice = sorted({n for n in names if names.count(n) > 1})

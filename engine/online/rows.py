@@ -77,27 +77,23 @@ def newest_entries(view: BatchFeatureView, path: Path) -> list[Entry]:
 def read_features(
     store: OnlineStore,
     job: str,
-    view: BatchFeatureView,
-    keys: Sequence[Sequence[Any]],
+    wanted: Sequence[tuple[BatchFeatureView, Sequence[Any]]],
     now: datetime,
 ) -> list[Found]:
-    """The view's features for each entity's join key values, read at `now`, in one round trip."""
-    held = store.read(namespace(job, view), [entity_key(k) for k in keys])
+    """Each (view, join key values)'s features, read at `now`, in one round trip."""
+    held = store.read([(namespace(job, view), entity_key(keys)) for view, keys in wanted])
+    return [_found(view, entry, now) for (view, _), entry in zip(wanted, held, strict=True)]
+
+
+def _found(view: BatchFeatureView, entry: tuple[int, str] | None, now: datetime) -> Found:
     dtypes = {feature.name: feature.dtype for feature in view.features}
-    empty = dict.fromkeys(dtypes)
-    oldest = now - view.ttl if view.ttl is not None else None
-    found = []
-    for entry in held:
-        if entry is None:
-            found.append(Found(dict(empty), "MISSING", None))
-            continue
-        at = _EPOCH + timedelta(microseconds=entry[0])
-        if oldest is not None and at < oldest:
-            found.append(Found(dict(empty), "EXPIRED", at))
-            continue
-        values = json.loads(entry[1])
-        found.append(Found({k: _decode(dtypes[k], values.get(k)) for k in dtypes}, "PRESENT", at))
-    return found
+    if entry is None:
+        return Found(dict.fromkeys(dtypes), "MISSING", None)
+    at = _EPOCH + timedelta(microseconds=entry[0])
+    if view.ttl is not None and at < now - view.ttl:
+        return Found(dict.fromkeys(dtypes), "EXPIRED", at)
+    values = json.loads(entry[1])
+    return Found({k: _decode(dtypes[k], values.get(k)) for k in dtypes}, "PRESENT", at)
 
 
 def _encode(features: dict[str, Any]) -> str:

@@ -34,17 +34,25 @@ class OnlineStore(Protocol):
     def published(self, namespace: str) -> dict[str, str]:
         """The intervals written so far: run id by interval start (ISO-8601)."""
 
-    def read(self, namespace: str, keys: Sequence[str]) -> list[tuple[int, str] | None]:
-        """Each key's (timestamp, features), or None, in one round trip."""
+    def read(self, wanted: Sequence[tuple[str, str]]) -> list[tuple[int, str] | None]:
+        """Each (namespace, key)'s (timestamp, features), or None, in one round trip."""
 
     def close(self) -> None: ...
 
 
-def open_store(url: str | None, output: str | Path) -> OnlineStore:
+def open_store(url: str | None, output: str | Path, existing: bool = False) -> OnlineStore:
     """The store at `url` (redis://HOST:PORT/DB), or by default the SQLite file in the
-    offline store's `_rivulet/` folder. Raises SettingsError if it cannot be reached."""
+    offline store's `_rivulet/` folder (with `existing`, only if it is there already, as
+    serving needs). Raises SettingsError if it cannot be reached."""
     if not url:
-        return SQLiteStore(Path(output) / "_rivulet" / ONLINE_FILE)
+        path = Path(output) / "_rivulet" / ONLINE_FILE
+        if existing and not path.exists():
+            raise SettingsError(
+                f"There is no online store at {path}: backfill the job's online views to "
+                f"--output {output} first, or pass the --output they were backfilled to, or "
+                f"--online-store."
+            )
+        return SQLiteStore(path)
     if urlsplit(url).scheme in ("redis", "rediss", "unix"):
         return RedisStore(url)
     if urlsplit(url).scheme == "sqlite":
@@ -95,14 +103,17 @@ class SQLiteStore:
         )
         return dict(rows.fetchall())
 
-    def read(self, namespace: str, keys: Sequence[str]) -> list[tuple[int, str] | None]:
-        marks = ", ".join("?" * len(keys))
+    def read(self, wanted: Sequence[tuple[str, str]]) -> list[tuple[int, str] | None]:
+        if not wanted:
+            return []
+        pairs = ", ".join(["(?, ?)"] * len(wanted))
         rows = self._db.execute(
-            f"SELECT key, ts, features FROM entries WHERE namespace = ? AND key IN ({marks})",
-            (namespace, *keys),
+            f"SELECT namespace, key, ts, features FROM entries "
+            f"WHERE (namespace, key) IN (VALUES {pairs})",
+            [part for pair in wanted for part in pair],
         )
-        found = {key: (ts, features) for key, ts, features in rows.fetchall()}
-        return [found.get(key) for key in keys]
+        found = {(space, key): (ts, features) for space, key, ts, features in rows.fetchall()}
+        return [found.get(pair) for pair in wanted]
 
     def close(self) -> None:
         self._db.close()
@@ -161,10 +172,10 @@ class RedisStore:
             held = self._client.hgetall(_key(namespace, "published"))
         return {start.decode(): run.decode() for start, run in held.items()}
 
-    def read(self, namespace: str, keys: Sequence[str]) -> list[tuple[int, str] | None]:
+    def read(self, wanted: Sequence[tuple[str, str]]) -> list[tuple[int, str] | None]:
         with self._reaching():
             pipe = self._client.pipeline(transaction=False)
-            for key in keys:
+            for namespace, key in wanted:
                 pipe.hmget(_key(namespace, key), "ts", "f")
             answers = pipe.execute()
         return [None if ts is None else (int(ts), features.decode()) for ts, features in answers]

@@ -50,16 +50,18 @@ class Job:
 
     def materialized(self, names: Sequence[str] = ()) -> tuple[list[BatchFeatureView], list[str]]:
         """The named views (all when none are named) that materialize offline, and notes on
-        those that do not (`offline=False`) or ask what Rivulet does not do yet (`online`)."""
+        those that do not (`offline=False`). Online views publish from their offline files,
+        so one with offline=False is left out too."""
         views, notes = [], []
         for view in self.select(names):
-            if view.online:
-                notes.append(
-                    f"Feature view '{view.name}' has online=True: Rivulet does not materialize "
-                    f"online yet; its offline rows are written as usual."
-                )
             if view.offline:
                 views.append(view)
+            elif view.online:
+                notes.append(
+                    f"Feature view '{view.name}' has offline=False and is left out: Rivulet "
+                    f"publishes an online view's rows from its committed offline files, so "
+                    f"online=True needs offline=True."
+                )
             else:
                 notes.append(f"Feature view '{view.name}' has offline=False and is left out.")
         return views, notes
@@ -96,7 +98,7 @@ def load_job(path: str | Path) -> Job:
             _collect(services, value, path)
     for service in services.values():
         for view in service.features:
-            _collect(realtime, view, path)
+            _collect(views if isinstance(view, BatchFeatureView) else realtime, view, path)
     if not views and not realtime:
         raise JobLoadError(f"Job '{path.stem}' ({path}) declares no feature views.")
     return Job(path, views, realtime, environments, services)

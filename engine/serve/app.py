@@ -28,6 +28,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from engine.define.feature_views import RealtimeFeatureView
 from engine.errors import (
     BadRequest,
     Interrupted,
@@ -52,6 +53,7 @@ class MetadataOptions(BaseModel):
     includeNames: bool = True
     includeDataTypes: bool = True
     includeServingStatus: bool = True
+    includeEffectiveTimes: bool = False
 
 
 class _Params(BaseModel):
@@ -163,11 +165,16 @@ def create_app(
         fields = {
             field.name: field.dtype
             for view in server.servable[featureServiceName]
+            if isinstance(view, RealtimeFeatureView)
             for field in view.request_fields
         }
         return answer(
             {
                 "featureServiceName": featureServiceName,
+                "inputJoinKeys": [
+                    {"name": name, "dataType": data_type_json(dtype)}
+                    for name, dtype in server.join_keys(featureServiceName).items()
+                ],
                 "inputRequestContextKeys": [
                     {"name": name, "dataType": data_type_json(dtype)}
                     for name, dtype in fields.items()
@@ -303,6 +310,8 @@ def _metadata(vector: FeatureVector, options: MetadataOptions) -> list[dict[str,
             one["dataType"] = data_type_json(feature.dtype)
         if options.includeServingStatus:
             one["status"] = feature.status
+        if options.includeEffectiveTimes and feature.effective_time is not None:
+            one["effectiveTime"] = to_json(feature.effective_time)
         described.append(one)
     return described
 

@@ -37,7 +37,8 @@ GRACE_SECONDS = 30  # how long SIGTERM waits for in-flight requests before closi
 @dataclass(frozen=True)
 class ServeSettings:
     """What `rivulet serve` was asked: the job, where to listen, how many processes, the
-    secrets file, the API key's secret as "SCOPE/KEY" and the shared rate limiter's URL."""
+    secrets file, the API key's secret as "SCOPE/KEY", the shared rate limiter's URL, and
+    the online store (its URL, or the SQLite file beside the offline store `output`)."""
 
     job: str
     host: str = "127.0.0.1"
@@ -46,6 +47,8 @@ class ServeSettings:
     secrets_file: str | None = None
     api_key_secret: str | None = None
     limiter: str | None = None
+    online_store: str | None = None
+    output: str = "offline_store"
 
     def feature_server(self) -> FeatureServer:
         """The FeatureServer of one server process."""
@@ -54,6 +57,8 @@ class ServeSettings:
             secrets_file=self.secrets_file,
             processes=self.workers,
             limiter=self.limiter,
+            online_store=self.online_store,
+            output=self.output,
         )
 
     def api_key(self) -> str | None:

@@ -15,32 +15,40 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from engine.define.feature_views import RealtimeFeatureView
+from engine.define.feature_views import BatchFeatureView, RealtimeFeatureView
+from engine.define.sources import RequestSource
 from engine.define.types import DataType
-from engine.errors import BadRequest, RivuletError, SettingsError, ViewTimeout
+from engine.errors import BadRequest, RivuletError, SettingsError, ViewTimeout, one_line
+from engine.online.rows import Found, read_features
+from engine.online.stores import OnlineStore, open_store
 from engine.plan.job import Job, load_job
 from engine.plan.rates import worker_rates
 from engine.plan.secrets import resolve_secrets
 from engine.runtime.context import running_loop
 from engine.serve.transform import Runtime, request_fields
+from engine.serve.values import describe, request_value
 
 log = logging.getLogger("rivulet")
 PRESENT, ERROR, TIMEOUT = "PRESENT", "ERROR", "TIMEOUT"
+View = RealtimeFeatureView | BatchFeatureView
 
 
 @dataclass(frozen=True)
 class Feature:
-    """One feature of an answer: `view.feature`, its value, declared type and status."""
+    """One feature of an answer: `view.feature`, its value, declared type and status
+    (a batch view's: PRESENT, MISSING or EXPIRED), and a batch view's row timestamp."""
 
     name: str
     value: Any
     dtype: DataType
     status: str
+    effective_time: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -59,7 +67,9 @@ class FeatureServer:
     `processes` is how many server processes share the declared rate limits (each keeps to
     its share); `rates` overrides a provider's requests per second, by provider name. With
     `limiter` (redis://HOST:PORT/DB) every process of every server and run takes from one
-    bucket per provider instead, as `--limiter` does for batch runs.
+    bucket per provider instead, as `--limiter` does for batch runs. Online batch views
+    are read from `online_store` (redis://HOST:PORT/DB), by default the SQLite file of the
+    offline store at `output`.
     """
 
     def __init__(
@@ -70,12 +80,20 @@ class FeatureServer:
         processes: int = 1,
         rates: Mapping[str, float] | None = None,
         limiter: str | None = None,
+        online_store: str | None = None,
+        output: str | Path = "offline_store",
     ) -> None:
         self.job = job if isinstance(job, Job) else load_job(job)
         self.views = list(self.job.realtime_views.values())
-        if not self.views:
-            raise SettingsError(f"Job '{self.job.name}' declares no realtime feature views.")
         self.servable = self.job.servable()
+        if not self.servable:
+            raise SettingsError(
+                f"Job '{self.job.name}' declares no realtime feature views or feature services."
+            )
+        online = [v for views in self.servable.values() for v in _batch_views(views)]
+        self._store: OnlineStore | None = (
+            open_store(online_store, output, existing=True) if online else None
+        )
         self._secret_values = resolve_secrets(self.views, secrets_file)
         self._rates = worker_rates(self.views, rates or {}, 1 if limiter else processes)
         self.runtime = Runtime(self.views, self._secret_values, self._rates, limiter=limiter)
@@ -112,6 +130,9 @@ class FeatureServer:
         """Tear every resource down, once."""
         self.ready = False
         await self.runtime.close()
+        if self._store is not None:
+            self._store.close()
+            self._store = None
 
     async def __aenter__(self) -> FeatureServer:
         await self.start()
@@ -144,6 +165,11 @@ class FeatureServer:
             for feature in view.features
         ]
 
+    def join_keys(self, service: str) -> dict[str, DataType]:
+        """The join keys a request of the service must give (for its online batch views)."""
+        views = _batch_views(self._views(service))
+        return {key.name: key.dtype for view in views for key in view.join_keys}
+
     def get_features(
         self,
         service: str,
@@ -174,26 +200,58 @@ class FeatureServer:
         Raises BadRequest for an unknown service or a missing or mistyped field; a view
         that fails or passes its timeout raises its error, unless partial results are
         allowed or the view's `on_error` is "null": then its features are null with status
-        ERROR or TIMEOUT. `join_keys` is accepted for Tecton's API; realtime views read the
-        request only.
+        ERROR or TIMEOUT. `join_keys` give the entities whose online batch features the
+        service answers or its realtime views read (a missing key is a BadRequest).
         """
         if self._loop is not None and asyncio.get_running_loop() is not self._loop:
             answer = self.aget_features(service, request_context, join_keys, allow_partial_results)
             return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(answer, self._loop))
         views = self._views(service)
         context = request_context or {}
-        fields = [request_fields(view, [context] * len(view.sources)) for view in views]
+        found = self._online(views, join_keys or {})
+        realtime = [view for view in views if isinstance(view, RealtimeFeatureView)]
+        fields = {
+            view.name: request_fields(
+                view,
+                [
+                    context if isinstance(source, RequestSource) else found[source.name].values
+                    for source in view.sources
+                ],
+            )
+            for view in realtime
+        }
         await self._until_built()
-        if len(views) == 1:
-            answers = [await self._answer(views[0], fields[0], allow_partial_results)]
+        if len(realtime) == 1:
+            answers = [
+                await self._answer(realtime[0], fields[realtime[0].name], allow_partial_results)
+            ]
         else:
             answers = await asyncio.gather(
-                *(
-                    self._answer(v, f, allow_partial_results)
-                    for v, f in zip(views, fields, strict=True)
-                )
+                *(self._answer(v, fields[v.name], allow_partial_results) for v in realtime)
             )
-        return FeatureVector([feature for answer in answers for feature in answer])
+        computed = {view.name: answer for view, answer in zip(realtime, answers, strict=True)}
+        return FeatureVector(
+            [
+                feature
+                for view in views
+                for feature in (
+                    computed[view.name]
+                    if isinstance(view, RealtimeFeatureView)
+                    else _stored(view, found[view.name])
+                )
+            ]
+        )
+
+    def _online(self, views: Sequence[View], join_keys: Mapping[str, Any]) -> dict[str, Found]:
+        """The online features of every batch view the request needs, by view name, read in
+        one round trip."""
+        wanted = {view.name: view for view in _batch_views(views)}
+        if not wanted:
+            return {}
+        assert self._store is not None  # opened, as the job serves batch views
+        keys = [(view, _key_values(view, join_keys)) for view in wanted.values()]
+        found = read_features(self._store, self.job.name, keys, datetime.now(UTC))
+        return dict(zip(wanted, found, strict=True))
 
     async def _answer(
         self, view: RealtimeFeatureView, fields: list[dict[str, Any]], partial: bool
@@ -211,7 +269,7 @@ class FeatureServer:
             for f in view.features
         ]
 
-    def _views(self, service: str) -> tuple[RealtimeFeatureView, ...]:
+    def _views(self, service: str) -> tuple[View, ...]:
         try:
             return self.servable[service]
         except KeyError:
@@ -235,3 +293,46 @@ class FeatureServer:
             self._thread.join()
         loop.close()
         self._loop = self._thread = None
+
+
+def _batch_views(views: Sequence[View]) -> list[BatchFeatureView]:
+    """The online batch views among `views` and the sources of its realtime views, once each."""
+    found: dict[str, BatchFeatureView] = {}
+    for view in views:
+        sources = view.batch_sources if isinstance(view, RealtimeFeatureView) else (view,)
+        found.update((source.name, source) for source in sources)
+    return list(found.values())
+
+
+def _key_values(view: BatchFeatureView, join_keys: Mapping[str, Any]) -> list[Any]:
+    """The request's values of the view's join keys, typed; BadRequest naming a missing or
+    mistyped one."""
+    values = []
+    for key in view.join_keys:
+        if key.name not in join_keys:
+            raise BadRequest(
+                f"The request lacks join key '{key.name}' ({key.dtype!r}) that feature view "
+                f"'{view.name}' is looked up by; add it to joinKeyMap.",
+                view=view.name,
+                feature=key.name,
+            )
+        value, fits = request_value(key.dtype, join_keys[key.name])
+        if not fits or value is None:
+            raise BadRequest(
+                f"The request's join key '{key.name}' is {describe(join_keys[key.name])} "
+                f"{one_line(repr(join_keys[key.name]))[:80]}, but feature view '{view.name}' "
+                f"needs {key.dtype!r}.",
+                view=view.name,
+                feature=key.name,
+            )
+        values.append(value)
+    return values
+
+
+def _stored(view: BatchFeatureView, found: Found) -> list[Feature]:
+    return [
+        Feature(
+            f"{view.name}.{f.name}", found.values[f.name], f.dtype, found.status, found.timestamp
+        )
+        for f in view.features
+    ]
