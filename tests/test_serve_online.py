@@ -4,15 +4,16 @@ served over HTTP from its online store (the SQLite default and Redis)."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import duckdb
 import httpx
+import pyarrow as pa
 import pytest
 
-from engine import FeatureServer, backfill
+from engine import FeatureServer, backfill, get_historical_features
 from engine.errors import BadRequest, SettingsError
 from engine.plan.job import load_job
 from fixtures.mock_api import MockAPI, score
@@ -141,3 +142,33 @@ def test_run_transformation_takes_the_batch_features_as_a_dict() -> None:
     missing = {**inputs, "user_metrics": dict.fromkeys(METRICS)}  # as serving gives MISSING
     answer = view.run_transformation(missing, resources={"fraud_api": FakeScorer()})
     assert answer == {"fraud_score": 0.25, "amount_vs_mean": None}
+
+
+def test_training_rows_at_now_equal_what_serving_answers(server, scoring, store_url) -> None:
+    requests = [("u01", 12.5), ("u04", 300.0), ("u06", 0.75), ("nobody", 5.0)]
+    spine = pa.table({
+        "user_id": [user for user, _ in requests],
+        "amount": [amount for _, amount in requests],
+        "timestamp": pa.array([datetime.now(UTC)] * len(requests), pa.timestamp("us", "UTC")),
+    })  # fmt: skip
+    training = get_historical_features(spine, [f"{JOB}:scoring"], output=scoring)
+    features = [*METRICS, "fraud_score", "amount_vs_mean"]
+    assert training.column_names == [*spine.column_names, *features]
+    offline = [[row[f] for f in features] for row in training.to_pylist()]
+    online = [ask(server, user, amount).json()["result"]["features"] for user, amount in requests]
+    assert offline == online
+    assert offline[-1][:3] == [None, None, None] and offline[0][3] == score("u01", 12.5)
+
+
+def test_training_rows_in_the_past_use_the_batch_values_of_their_time(scoring, mock_api) -> None:
+    at = datetime(2024, 10, 30, 12, tzinfo=UTC)
+    spine = pa.table({"user_id": ["u02"], "amount": [80.0], "timestamp": [at]})
+    [row] = get_historical_features(spine, [f"{JOB}:transaction_score"], output=scoring).to_pylist()
+    [(mean,)] = duckdb.sql(
+        f"""SELECT mean_amount
+        FROM read_parquet('{scoring}/user_metrics/**/data.parquet', hive_partitioning = false)
+        WHERE user_id = 'u02' AND timestamp <= $at ORDER BY timestamp DESC LIMIT 1""",
+        params={"at": at},
+    ).fetchall()
+    assert mean != newest(scoring, "u02")["mean_amount"]  # an older row than serving's
+    assert row["amount_vs_mean"] == 80.0 / mean and row["fraud_score"] == score("u02", 80.0)

@@ -22,12 +22,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from engine.arrow import as_arrow_table, quote
-from engine.define.feature_views import BatchFeatureView
+from engine.define.feature_views import BatchFeatureView, RealtimeFeatureView
+from engine.define.services import FeatureService
 from engine.errors import SettingsError, SpineError, one_line
 from engine.plan.job import load_job
 from engine.retrieve.offline import read_view
+from engine.serve.transform import answer_rows
 
-FeatureRef = str | tuple[str | Path, str] | BatchFeatureView
+FeatureRef = str | tuple[str | Path, str] | BatchFeatureView | RealtimeFeatureView | FeatureService
+View = BatchFeatureView | RealtimeFeatureView
 _ROW, _TS, _POS = "__rivulet_row", "__rivulet_ts", "__rivulet_pos"
 _UTC_MICROS = pa.timestamp("us", "UTC")
 
@@ -38,13 +41,21 @@ def get_historical_features(
     *,
     output: str | Path = "offline_store",
     timestamp_field: str | None = None,
+    secrets_file: str | Path | None = None,
 ) -> pa.Table:
-    """Join each feature view's committed features onto `spine`, point-in-time correct.
+    """Join each feature view's committed features onto `spine`, point-in-time correct, and
+    compute realtime views on its rows.
 
     `spine` is a pyarrow Table, a Polars or pandas DataFrame (or anything Arrow can read)
     holding every join key of the views and a timestamp column: `timestamp_field`, or its only
-    timestamp column. Naive spine times are UTC. `features` names views as
-    `"path/to/job.py:view"`, as `(job_path, view)` pairs, or gives BatchFeatureView objects.
+    timestamp column. Naive spine times are UTC. `features` names views or feature services
+    as `"path/to/job.py:name"`, as `(job_path, name)` pairs, or gives the objects.
+
+    A realtime view is computed for each spine row as serving computes a request made at
+    the row's time: its request fields from the spine's columns of those names, its batch
+    sources' features as of that time (the same rule as above, so None when missing or
+    past `ttl`), with its resources, concurrency, rate limits and retries. For the same
+    inputs and time, the row equals what serving answers.
 
     The result has the spine's columns and rows, unchanged and in order, then each view's
     features in declaration order, typed as declared. A feature whose name is a spine column
@@ -56,41 +67,94 @@ def get_historical_features(
         )
     """
     table = _spine_table(spine)
-    views = [_resolve(ref) for ref in features]
+    views = [view for ref in features for view in _resolve(ref)]
     repeated = [name for name, n in Counter(v.name for v in views).items() if n > 1]
     if repeated:
         raise SettingsError(f"Feature view '{repeated[0]}' is requested more than once.")
     ts_column = _timestamp_column(table, timestamp_field)
     names = _output_names(table.column_names, views)
-    keys = sorted({k.name for v in views for k in v.join_keys})
+    realtime = [view for view in views if isinstance(view, RealtimeFeatureView)]
+    joined = {view.name: view for view in views if isinstance(view, BatchFeatureView)}
+    joined.update((s.name, s) for view in realtime for s in view.batch_sources)
+    _check_columns(table, views)
+    moments = table[ts_column].cast(_UTC_MICROS, safe=False)  # naive is UTC; ns is cut to us
+    found = _point_in_time(table, moments, list(joined.values()), output)
     for view in views:
-        missing = [k.name for k in view.join_keys if k.name not in table.column_names]
+        if isinstance(view, BatchFeatureView):
+            columns = found[view.name]
+        else:
+            columns = _computed(table, moments, view, found, secrets_file)
+        for feature, column in zip(view.features, columns, strict=True):
+            arrow_type = feature.dtype.to_arrow()
+            table = table.append_column(
+                pa.field(names[view.name, feature.name], arrow_type), column.cast(arrow_type)
+            )
+    return table
+
+
+def _check_columns(table: pa.Table, views: Sequence[View]) -> None:
+    """SpineError naming the first join key or request field the spine lacks."""
+    for view in views:
+        if isinstance(view, BatchFeatureView):
+            needed, what = [k.name for k in view.join_keys], "join key"
+        else:
+            needed = [k.name for s in view.batch_sources for k in s.join_keys]
+            what = "join key or request field"
+            needed += [field.name for field in view.request_fields]
+        missing = [name for name in needed if name not in table.column_names]
         if missing:
             raise SpineError(
-                f"The spine has no join key '{missing[0]}' of feature view '{view.name}'; its "
+                f"The spine has no {what} '{missing[0]}' of feature view '{view.name}'; its "
                 f"columns are {', '.join(table.column_names)}."
             )
-    moments = table[ts_column].cast(_UTC_MICROS, safe=False)  # naive is UTC; ns is cut to us
+
+
+def _point_in_time(
+    table: pa.Table, moments: pa.Array, views: Sequence[BatchFeatureView], output: str | Path
+) -> dict[str, list[pa.Array]]:
+    """Each batch view's feature columns for every spine row, by view name."""
+    keys = sorted({k.name for v in views for k in v.join_keys})
     spine_keys = pa.table(
         {**{k: table[k] for k in keys}, _TS: moments, _ROW: pa.array(range(table.num_rows))}
     )
     first, last = pc.min(moments).as_py(), pc.max(moments).as_py()
+    found = {}
     with duckdb.connect() as con:
         con.execute("SET TimeZone = 'UTC'")
         con.register("spine", spine_keys)
         for view in views:
             if first is None:  # no spine timestamp, nothing to match
-                found = [pa.nulls(table.num_rows, f.dtype.to_arrow()) for f in view.features]
-            else:
-                since = None if view.ttl is None else first - view.ttl
-                rows = read_view(view, output=output, start=since, end=last + timedelta(0, 0, 1))
-                found = _join(con, view, rows).columns
-            for feature, column in zip(view.features, found, strict=True):
-                arrow_type = feature.dtype.to_arrow()
-                table = table.append_column(
-                    pa.field(names[view.name, feature.name], arrow_type), column.cast(arrow_type)
-                )
-    return table
+                found[view.name] = [
+                    pa.nulls(table.num_rows, f.dtype.to_arrow()) for f in view.features
+                ]
+                continue
+            since = None if view.ttl is None else first - view.ttl
+            rows = read_view(view, output=output, start=since, end=last + timedelta(0, 0, 1))
+            found[view.name] = _join(con, view, rows).columns
+    return found
+
+
+def _computed(
+    table: pa.Table,
+    moments: pa.Array,
+    view: RealtimeFeatureView,
+    found: dict[str, list[pa.Array]],
+    secrets_file: str | Path | None,
+) -> list[pa.Array]:
+    """The realtime view's feature columns, computed on each spine row."""
+    by_source: list[list[dict[str, Any]]] = []
+    for source in view.sources:
+        if isinstance(source, BatchFeatureView):
+            columns = dict(zip((f.name for f in source.features), found[source.name], strict=True))
+        else:
+            columns = {field.name: table[field.name] for field in source.schema}
+        by_source.append(pa.table(columns).to_pylist() if columns else [{}] * table.num_rows)
+    requests = list(zip(*by_source, strict=True))
+    answers = answer_rows(view, requests, moments.to_pylist(), secrets_file)
+    return [
+        pa.array([None if a is None else a[f.name] for a in answers], f.dtype.to_arrow())
+        for f in view.features
+    ]
 
 
 def _join(con: duckdb.DuckDBPyConnection, view: BatchFeatureView, rows: pa.Table) -> pa.Table:
@@ -137,9 +201,12 @@ def _spine_table(spine: Any) -> pa.Table:
         ) from exc
 
 
-def _resolve(ref: FeatureRef) -> BatchFeatureView:
-    if isinstance(ref, BatchFeatureView):
-        return ref
+def _resolve(ref: FeatureRef) -> list[View]:
+    """The views a reference names: a view, or a feature service's views."""
+    if isinstance(ref, BatchFeatureView | RealtimeFeatureView):
+        return [ref]
+    if isinstance(ref, FeatureService):
+        return list(ref.features)
     if isinstance(ref, str):
         job, sep, name = ref.rpartition(":")
         if not sep or not job or not name:
@@ -150,8 +217,12 @@ def _resolve(ref: FeatureRef) -> BatchFeatureView:
         raise SettingsError(
             f"{ref!r} does not name a feature view; use 'job.py:view', (job, view) or the view."
         )
-    [view] = load_job(job).select([name])
-    return view
+    loaded = load_job(job)
+    if name in loaded.services:
+        return list(loaded.services[name].features)
+    if name in loaded.realtime_views:
+        return [loaded.realtime_views[name]]
+    return list(loaded.select([name]))
 
 
 def _timestamp_column(table: pa.Table, name: str | None) -> str:
@@ -173,7 +244,7 @@ def _timestamp_column(table: pa.Table, name: str | None) -> str:
 
 
 def _output_names(
-    spine_columns: Sequence[str], views: Sequence[BatchFeatureView]
+    spine_columns: Sequence[str], views: Sequence[View]
 ) -> dict[tuple[str, str], str]:
     """Each (view, feature)'s output column: the feature's name, or `<view>__<feature>` when
     that name is a spine column or a feature of another requested view."""

@@ -12,6 +12,7 @@ import inspect
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from engine.define.feature_views import RealtimeFeatureView
@@ -25,6 +26,7 @@ from engine.errors import (
     ViewTimeout,
     one_line,
 )
+from engine.plan.rates import worker_rates
 from engine.plan.secrets import literal_secrets, redactor, resolve_secrets
 from engine.runtime.caller import Caller, CallSpec, FailedCall
 from engine.runtime.context import CallContext, Resources, Secrets, running_loop
@@ -75,14 +77,17 @@ class ViewCall:
         self._secrets = Secrets(owner, view.secrets, secret_values)
         self._limits = limits
 
-    async def answer(self, fields: list[dict[str, Any]]) -> dict[str, Any]:
+    async def answer(
+        self, fields: list[dict[str, Any]], at: datetime | None = None
+    ) -> dict[str, Any]:
         """The view's features for one request's fields (per source, as `request_fields()`
-        checked them), within the view's timeout; a cached answer when there is one."""
+        checked them) made at `at` (default now), within the view's timeout; a cached
+        answer when there is one."""
         if self.cache is None:
-            return await self._compute(fields)
-        return await self.cache.get(fields, lambda: self._compute(fields))
+            return await self._compute(fields, at)
+        return await self.cache.get(fields, lambda: self._compute(fields, at))
 
-    async def _compute(self, fields: list[dict[str, Any]]) -> dict[str, Any]:
+    async def _compute(self, fields: list[dict[str, Any]], at: datetime | None) -> dict[str, Any]:
         view = self.view
         if view.mode == "pandas":
             import pandas as pd
@@ -93,7 +98,7 @@ class ViewCall:
         context = RealtimeContext(
             resources=self._resources,
             secrets=self._secrets,
-            request_timestamp=datetime.now(UTC),
+            request_timestamp=at or datetime.now(UTC),
             _limits=self._limits,
             _loop=asyncio.get_running_loop(),
         )
@@ -307,6 +312,40 @@ def run_transformation(
 
         return pd.DataFrame([features])
     return features
+
+
+def answer_rows(
+    view: RealtimeFeatureView,
+    requests: Sequence[Sequence[Mapping[str, Any]]],
+    times: Sequence[datetime],
+    secrets_file: str | Path | None = None,
+) -> list[dict[str, Any] | None]:
+    """The view's features for many requests (each its fields by source, made at its time),
+    as serving computes one: its resources built once, its concurrency, rate limits and
+    retries. A request that fails raises its error, or gives None when the view's
+    `on_error` is "null"."""
+    secret_values = resolve_secrets([view], secrets_file)
+
+    async def all_rows() -> list[dict[str, Any] | None]:
+        runtime = Runtime([view], secret_values, worker_rates([view], {}, 1))
+        call, gate = runtime.calls[view.name], asyncio.Semaphore(view.concurrency)
+
+        async def one(fields: Sequence[Mapping[str, Any]], at: datetime) -> dict[str, Any] | None:
+            async with gate:
+                try:
+                    return await call.answer(request_fields(view, fields), at)
+                except RivuletError:
+                    if view.on_error != "null":
+                        raise
+                    return None
+
+        try:
+            await runtime.start()
+            return await asyncio.gather(*map(one, requests, times))
+        finally:
+            await runtime.close()
+
+    return _run_sync(all_rows())
 
 
 def _fields(given: Any) -> Mapping[str, Any]:
