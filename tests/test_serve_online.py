@@ -3,6 +3,7 @@ served over HTTP from its online store (the SQLite default and Redis)."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -13,8 +14,19 @@ import httpx
 import pyarrow as pa
 import pytest
 
-from engine import FeatureServer, backfill, get_historical_features
-from engine.errors import BadRequest, SettingsError
+from engine import (
+    Attribute,
+    FeatureServer,
+    FeatureService,
+    Field,
+    Float64,
+    Int64,
+    RequestSource,
+    backfill,
+    get_historical_features,
+    realtime_feature_view,
+)
+from engine.errors import BadRequest, DefinitionError, SettingsError
 from engine.plan.job import load_job
 from fixtures.mock_api import MockAPI, score
 from tests.conftest import REPO
@@ -172,3 +184,15 @@ def test_training_rows_in_the_past_use_the_batch_values_of_their_time(scoring, m
     ).fetchall()
     assert mean != newest(scoring, "u02")["mean_amount"]  # an older row than serving's
     assert row["amount_vs_mean"] == 80.0 / mean and row["fraud_score"] == score("u02", 80.0)
+
+
+def test_serving_an_offline_only_batch_view_is_refused_where_it_is_declared() -> None:
+    view = load_job(JOB).feature_views["user_metrics"]
+    offline_only = dataclasses.replace(view, online=False)
+    request = RequestSource(schema=[Field("amount", Float64)])
+    with pytest.raises(DefinitionError, match="reads batch feature view 'user_metrics', which is"):
+        realtime_feature_view(
+            sources=[request, offline_only], mode="python", features=[Attribute("n", Int64)]
+        )(lambda request, metrics: {})
+    with pytest.raises(DefinitionError, match="lists batch feature view 'user_metrics', which"):
+        FeatureService(name="s", features=[offline_only])

@@ -10,7 +10,8 @@
 Every error is a JSON body `{"code", "kind", "message", "view", "feature"}`: 4xx for a bad
 request (400 a missing or mistyped field, 401 a wrong API key, 404 an unknown service, 413 a
 body over the limit), 500 for a transform's wrong output, 502 for a failed view, 504 for a
-late one, 503 while resources cannot be built. Never a traceback, never a secret.
+late one, 503 while resources cannot be built or the online store cannot be reached. Never
+a traceback, never a secret.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from engine.errors import (
     OutputError,
     ResourceError,
     RivuletError,
+    StoreError,
     ViewTimeout,
 )
 from engine.serve.metrics import CONTENT_TYPE, Metrics
@@ -323,10 +325,10 @@ def _status(error: RivuletError) -> int:
         return 500
     if isinstance(error, ViewTimeout):
         return 504
-    if isinstance(error, Interrupted) or (
+    if isinstance(error, Interrupted | StoreError) or (
         isinstance(error, ResourceError) and error.provider is not None
     ):
-        return 503  # shutting down, or a resource that cannot be built
+        return 503  # shutting down, the online store lost, or a resource that cannot be built
     return 502
 
 
