@@ -24,6 +24,8 @@ from engine.plan.job import load_job
 from engine.store.ledger import LEDGER_FOLDER, Ledger
 from engine.store.parquet import DATA_FILE, committed_files, partition_dir
 
+WRITE_CHUNK = 10_000  # entities per online-store transaction
+
 
 class Publisher:
     """Publishes the committed intervals of a job's online views to the store at `url`
@@ -48,11 +50,7 @@ class Publisher:
             return
         self._published += 1
         fault_point("published", self._published)  # crash tests: after the ledger, before this
-        folder = partition_dir(self._output, view, start)
-        entries = newest_entries(self._views[view], folder / DATA_FILE)
-        self.store.write(
-            namespace(self._job, self._views[view]), entries, start.isoformat(), run_id
-        )
+        self._write(self._views[view], [(start, run_id)])
 
     def repair(self, ledger: Ledger) -> list[str]:
         """Publish every committed interval the store does not hold; return what was done."""
@@ -61,18 +59,33 @@ class Publisher:
             assert self.store is not None  # opened, as a view is online
             held = self.store.published(namespace(self._job, view))
             lacking = [
-                entry
+                (entry.interval_start, entry.run_id or "")
                 for entry in ledger.entries(name, state="committed")
                 if held.get(entry.interval_start.isoformat()) != entry.run_id
             ]
-            for entry in lacking:
-                self.publish(name, entry.interval_start, entry.run_id or "")
             if lacking:
+                self._write(view, lacking)
                 notes.append(
                     f"published {len(lacking)} committed interval(s) of {name} that the online "
                     f"store {self.store.url} lacked"
                 )
         return notes
+
+    def _write(self, view: BatchFeatureView, intervals: Sequence[tuple[datetime, str]]) -> None:
+        """Write each entity's newest row across the intervals' files, in transactions of
+        WRITE_CHUNK rows; the last one records the intervals as held, so a crash before it
+        leaves them to repair."""
+        assert self.store is not None
+        files = [
+            partition_dir(self._output, view.name, start) / DATA_FILE for start, _ in intervals
+        ]
+        entries = newest_entries(view, files)
+        held = [(start.isoformat(), run_id) for start, run_id in intervals]
+        chunks = [entries[at : at + WRITE_CHUNK] for at in range(0, len(entries), WRITE_CHUNK)]
+        space = namespace(self._job, view)
+        for chunk in chunks[:-1]:
+            self.store.write(space, chunk, [])
+        self.store.write(space, chunks[-1] if chunks else [], held)
 
     def load(
         self,
@@ -81,18 +94,23 @@ class Publisher:
         on_progress: Callable[[int, int], None] = lambda done, total: None,
     ) -> int:
         """Publish every committed file (the files, not the ledger, are the truth) of an
-        interval starting in [start, end), held already or not; report (done, total) after
-        each; return how many."""
-        files = [
-            (name, file)
+        interval starting in [start, end), held already or not, a view at a time; report
+        (intervals done, total) after each view; return how many."""
+        by_view = {
+            name: [
+                (file.start, file.run_id)
+                for file in committed_files(self._output, name)
+                if (start is None or file.start >= start) and (end is None or file.start < end)
+            ]
             for name in self._views
-            for file in committed_files(self._output, name)
-            if (start is None or file.start >= start) and (end is None or file.start < end)
-        ]
-        for done, (name, file) in enumerate(files, 1):
-            self.publish(name, file.start, file.run_id)
-            on_progress(done, len(files))
-        return len(files)
+        }
+        total, done = sum(map(len, by_view.values())), 0
+        for name, intervals in by_view.items():
+            if intervals:
+                self._write(self._views[name], intervals)
+            done += len(intervals)
+            on_progress(done, total)
+        return total
 
 
 def load_online(

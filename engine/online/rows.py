@@ -45,9 +45,9 @@ def entity_key(values: Sequence[Any]) -> str:
     return json.dumps(list(values), separators=(",", ":"))
 
 
-def newest_entries(view: BatchFeatureView, path: Path) -> list[Entry]:
-    """Each entity's newest row of a committed file, as store entries; rows with a null
-    join key are left out, as they match nothing."""
+def newest_entries(view: BatchFeatureView, paths: Sequence[Path]) -> list[Entry]:
+    """Each entity's newest row across committed files (of disjoint intervals), as store
+    entries; rows with a null join key are left out, as they match nothing."""
     names = [key.name for key in view.join_keys]
     keys = ", ".join(map(quote, names))
     ts = quote(view.timestamp_field)
@@ -60,7 +60,7 @@ def newest_entries(view: BatchFeatureView, path: Path) -> list[Entry]:
             file_row_number DESC) = 1"""
     con = duckdb.connect()
     try:
-        rows = con.sql(query, params={"path": str(path)}).fetchall()
+        rows = con.sql(query, params={"path": [str(path) for path in paths]}).fetchall()
     finally:
         con.close()
     width = len(names)

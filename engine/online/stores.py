@@ -28,8 +28,11 @@ class OnlineStore(Protocol):
 
     url: str
 
-    def write(self, namespace: str, entries: Sequence[Entry], interval: str, run_id: str) -> None:
-        """Keep each entry unless its key has a newer one; record the interval as published."""
+    def write(
+        self, namespace: str, entries: Sequence[Entry], intervals: Sequence[tuple[str, str]]
+    ) -> None:
+        """Keep each entry unless its key has a newer one; record the intervals (start, run
+        id) as published, in the same transaction."""
 
     def published(self, namespace: str) -> dict[str, str]:
         """The intervals written so far: run id by interval start (ISO-8601)."""
@@ -85,7 +88,9 @@ class SQLiteStore:
                 f"run `rivulet online load` to fill a new one from the offline store."
             ) from exc
 
-    def write(self, namespace: str, entries: Sequence[Entry], interval: str, run_id: str) -> None:
+    def write(
+        self, namespace: str, entries: Sequence[Entry], intervals: Sequence[tuple[str, str]]
+    ) -> None:
         with self._db:
             self._db.executemany(
                 """INSERT INTO entries VALUES (?, ?, ?, ?) ON CONFLICT (namespace, key)
@@ -93,8 +98,9 @@ class SQLiteStore:
                 WHERE excluded.ts >= entries.ts""",
                 ((namespace, key, ts, features) for key, ts, features in entries),
             )
-            self._db.execute(
-                "INSERT OR REPLACE INTO published VALUES (?, ?, ?)", (namespace, interval, run_id)
+            self._db.executemany(
+                "INSERT OR REPLACE INTO published VALUES (?, ?, ?)",
+                ((namespace, start, run_id) for start, run_id in intervals),
             )
 
     def published(self, namespace: str) -> dict[str, str]:
@@ -156,7 +162,9 @@ class RedisStore:
             ) from None
         self._newest = self._client.register_script(_NEWEST)
 
-    def write(self, namespace: str, entries: Sequence[Entry], interval: str, run_id: str) -> None:
+    def write(
+        self, namespace: str, entries: Sequence[Entry], intervals: Sequence[tuple[str, str]]
+    ) -> None:
         with self._reaching():
             pipe = self._client.pipeline(transaction=True)
             for at in range(0, len(entries), _CHUNK):
@@ -164,7 +172,8 @@ class RedisStore:
                 args = [value for _, ts, features in chunk for value in (ts, features)]
                 self._newest(keys=[_key(namespace, key) for key, _, _ in chunk], args=args,
                              client=pipe)  # fmt: skip
-            pipe.hset(_key(namespace, "published"), interval, run_id)
+            if intervals:
+                pipe.hset(_key(namespace, "published"), mapping=dict(intervals))
             pipe.execute()
 
     def published(self, namespace: str) -> dict[str, str]:
