@@ -222,6 +222,8 @@ def _converted(
     fit it; else ValueError. Numbers become the nearest float (so float64 rounds to float32),
     but one beyond Float32's range is an error, not inf; a float becomes an int only when
     integral and in range."""
+    if array.type == target:  # already the declared type: it fits as it is
+        return array
     if not _of_kind(array.type, target):
         raise ValueError(f"{array.type} is not of the kind of {target}")
     element = _element_type(target)

@@ -149,17 +149,17 @@ class Worker:
         self._limits = Limits(settings.rates, self._stats, self._stopper, self._shared)
         self._callers: dict[str, Caller] = {}
         self._commits = 0
-        self._running: set[asyncio.Task] = set()
+        self._running: dict[asyncio.Task[TaskResult], Task] = {}  # what cancel() cancels
 
     def materialize(self, task: Task) -> TaskResult:
         """Compute one interval of one feature view and commit its Parquet file; the result
         says what the driver is to record."""
         running = self._loop.create_task(self._run(task, lambda: None))
-        self._running.add(running)
+        self._running[running] = task
         try:
             return self._loop.run_until_complete(running)
         finally:
-            self._running.discard(running)
+            del self._running[running]
 
     def materialize_all(
         self,
@@ -182,7 +182,7 @@ class Worker:
         take: Callable[[], Task | None],
         emit: Callable[[TaskWanted | TaskStarted | TaskResult], None],
     ) -> None:
-        running: dict[asyncio.Task[TaskResult], Task] = {}
+        running = self._running
         unread: set[Task] = set()  # running tasks whose source is not read to its end
         changed = asyncio.Event()  # a source was read, or a task ended
         asking: asyncio.Future[Task | None] | None = None
@@ -195,7 +195,7 @@ class Worker:
         while True:
             if self._stopped():
                 more = False
-            full = {p for p in map(self._places, running.values()) if p.full}
+            full = {p for p in self._places(running.values()) if p.full}
             ready = not unread and not full and len(running) < self._most_open(running.values())
             if more and asking is None and ready:
                 if running or taken:  # the first task comes unasked, as the worker starts
@@ -220,10 +220,8 @@ class Worker:
                     unread.add(task)
                     started = self._loop.create_task(self._run(task, functools.partial(read, task)))
                     running[started] = task
-                    self._running.add(started)
             for ended in done & running.keys():
                 unread.discard(running.pop(ended))
-                self._running.discard(ended)
                 emit(ended.result())
 
     def _most_open(self, tasks: Iterable[Task]) -> int:
@@ -231,10 +229,11 @@ class Worker:
         whole = any(views[task.feature_view].whole_frames for task in tasks)
         return OPEN_WHOLE_FRAMES if whole else OPEN_INTERVALS
 
-    def _places(self, task: Task) -> Places:
-        """The places for calls in flight of the task's view on this worker."""
-        caller = self._callers.get(task.feature_view)
-        return caller.places if caller is not None else Places()
+    def _places(self, tasks: Iterable[Task]) -> list[Places]:
+        """The places for calls in flight of the running tasks' views on this worker (a
+        view whose caller is not made yet has none taken)."""
+        callers = (self._callers.get(task.feature_view) for task in tasks)
+        return [caller.places for caller in callers if caller is not None]
 
     async def _run(self, task: Task, read: Callable[[], None]) -> TaskResult:
         """One task's result: its committed file, or its error (a cancel is an interrupt)."""
