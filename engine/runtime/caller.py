@@ -68,6 +68,7 @@ class CallSpec:
     takes_context: bool = False
     providers: tuple[ResourceProvider, ...] = ()
     retry: RetryPolicy = field(default_factory=RetryPolicy)
+    inline: bool = False  # a sync function run on the loop itself, no thread (no timeout)
 
     @classmethod
     def of(cls, declared: Declared) -> CallSpec:
@@ -239,6 +240,8 @@ class Caller:
             began = time.perf_counter()
             error: Exception | None = None
             try:
+                if spec.inline:
+                    return spec.function(data, **kwargs)
                 return await call(
                     self._threads, spec.function, data, timeout=spec.timeout, **kwargs
                 )

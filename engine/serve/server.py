@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -185,6 +185,18 @@ class FeatureServer:
                 "FeatureServer.get_features() was called on the server's own event loop; "
                 "use `await server.aget_features(...)` there."
             )
+        views = self._views(service)
+        calls = [self.runtime.calls[v.name] for v in views if isinstance(v, RealtimeFeatureView)]
+        if self.ready and all(call.runs_here for call in calls):  # no hop to the loop
+            found, fields = self._inputs(views, request_context or {}, join_keys or {})
+            computed = {
+                call.view.name: self._features(
+                    call.view, _attempted(call.answer_here, fields[call.view.name]),
+                    allow_partial_results,
+                )
+                for call in calls
+            }  # fmt: skip
+            return _assembled(views, found, computed)
         answer = self.aget_features(service, request_context, join_keys, allow_partial_results)
         return asyncio.run_coroutine_threadsafe(answer, self._loop).result()
 
@@ -207,19 +219,8 @@ class FeatureServer:
             answer = self.aget_features(service, request_context, join_keys, allow_partial_results)
             return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(answer, self._loop))
         views = self._views(service)
-        context = request_context or {}
-        found = self._online(views, join_keys or {})
+        found, fields = self._inputs(views, request_context or {}, join_keys or {})
         realtime = [view for view in views if isinstance(view, RealtimeFeatureView)]
-        fields = {
-            view.name: request_fields(
-                view,
-                [
-                    context if isinstance(source, RequestSource) else found[source.name].values
-                    for source in view.sources
-                ],
-            )
-            for view in realtime
-        }
         await self._until_built()
         if len(realtime) == 1:
             answers = [
@@ -230,17 +231,26 @@ class FeatureServer:
                 *(self._answer(v, fields[v.name], allow_partial_results) for v in realtime)
             )
         computed = {view.name: answer for view, answer in zip(realtime, answers, strict=True)}
-        return FeatureVector(
-            [
-                feature
-                for view in views
-                for feature in (
-                    computed[view.name]
-                    if isinstance(view, RealtimeFeatureView)
-                    else _stored(view, found[view.name])
-                )
-            ]
-        )
+        return _assembled(views, found, computed)
+
+    def _inputs(
+        self, views: Sequence[View], context: Mapping[str, Any], join_keys: Mapping[str, Any]
+    ) -> tuple[dict[str, Found], dict[str, list[dict[str, Any]]]]:
+        """The online features of the batch views the request needs, and each realtime
+        view's fields by source (the request's, or a batch source's features)."""
+        found = self._online(views, join_keys)
+        fields = {
+            view.name: request_fields(
+                view,
+                [
+                    context if isinstance(source, RequestSource) else found[source.name].values
+                    for source in view.sources
+                ],
+            )
+            for view in views
+            if isinstance(view, RealtimeFeatureView)
+        }
+        return found, fields
 
     def _online(self, views: Sequence[View], join_keys: Mapping[str, Any]) -> dict[str, Found]:
         """The online features of every batch view the request needs, by view name, read in
@@ -257,12 +267,23 @@ class FeatureServer:
         self, view: RealtimeFeatureView, fields: list[dict[str, Any]], partial: bool
     ) -> list[Feature]:
         try:
-            values = await self.runtime.calls[view.name].answer(fields)
+            values: dict[str, Any] | RivuletError = await self.runtime.calls[view.name].answer(
+                fields
+            )
         except RivuletError as error:
+            values = error
+        return self._features(view, values, partial)
+
+    def _features(
+        self, view: RealtimeFeatureView, values: dict[str, Any] | RivuletError, partial: bool
+    ) -> list[Feature]:
+        """The view's features; for an error, null features with status ERROR or TIMEOUT
+        when partial results are allowed or the view's `on_error` is "null", else raised."""
+        if isinstance(values, RivuletError):
             if not (partial or view.on_error == "null"):
-                raise
-            log.warning("%s", self.runtime.redact(str(error)))
-            status = TIMEOUT if isinstance(error, ViewTimeout) else ERROR
+                raise values
+            log.warning("%s", self.runtime.redact(str(values)))
+            status = TIMEOUT if isinstance(values, ViewTimeout) else ERROR
             return [Feature(f"{view.name}.{f.name}", None, f.dtype, status) for f in view.features]
         return [
             Feature(f"{view.name}.{f.name}", values[f.name], f.dtype, PRESENT)
@@ -336,3 +357,29 @@ def _stored(view: BatchFeatureView, found: Found) -> list[Feature]:
         )
         for f in view.features
     ]
+
+
+def _assembled(
+    views: Sequence[View], found: dict[str, Found], computed: dict[str, list[Feature]]
+) -> FeatureVector:
+    """The answer, in the order of the service's views and their features."""
+    return FeatureVector(
+        [
+            feature
+            for view in views
+            for feature in (
+                computed[view.name]
+                if isinstance(view, RealtimeFeatureView)
+                else _stored(view, found[view.name])
+            )
+        ]
+    )
+
+
+def _attempted(
+    answer: Callable[[list[dict[str, Any]]], dict[str, Any]], fields: list[dict[str, Any]]
+) -> dict[str, Any] | RivuletError:
+    try:
+        return answer(fields)
+    except RivuletError as error:
+        return error

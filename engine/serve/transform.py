@@ -65,7 +65,13 @@ class ViewCall:
     ) -> None:
         self.view = view
         self.stats = CallStats()
-        spec = replace(CallSpec.of(view), function=_spread(view.function))
+        # A sync view without resources or a declared timeout computes from its inputs
+        # alone: a thread hop would cost more than the call, so it runs where it is asked
+        # for. With a timeout it runs on a thread, to be cut off when late.
+        inline = not (
+            view.resource_providers or view.timeout or inspect.iscoroutinefunction(view.function)
+        )
+        spec = replace(CallSpec.of(view), function=_spread(view.function), inline=inline)
         self.caller = Caller(spec, pool, limits, self.stats, threads, stopper)
         self.cache: AnswerCache | None = None
         if view.cache is not None:
@@ -87,24 +93,31 @@ class ViewCall:
             return await self._compute(fields, at)
         return await self.cache.get(fields, lambda: self._compute(fields, at))
 
+    @property
+    def runs_here(self) -> bool:
+        """Whether `answer_here` may answer: the view runs inline and keeps no cache."""
+        return self.caller.spec.inline and self.cache is None
+
+    def answer_here(
+        self, fields: list[dict[str, Any]], at: datetime | None = None
+    ) -> dict[str, Any]:
+        """`answer()` computed on the calling thread, for a view that `runs_here`: it has no
+        resource, limit or cache to wait for, and a hop to the server's loop would cost
+        more than the call."""
+        context = self._context(at, loop=None)
+        kwargs = {"context": context} if self.caller.spec.takes_context else {}
+        try:
+            returned = self.caller.spec.function(self._inputs(fields), **kwargs)
+        except Exception as exc:
+            raise _failure(self.view, FailedCall(exc, 1)) from exc
+        return self._one_row(returned)
+
     async def _compute(self, fields: list[dict[str, Any]], at: datetime | None) -> dict[str, Any]:
         view = self.view
-        if view.mode == "pandas":
-            import pandas as pd
-
-            inputs: tuple[Any, ...] = tuple(pd.DataFrame([one]) for one in fields)
-        else:
-            inputs = tuple(dict(one) for one in fields)  # a copy the transform may change
-        context = RealtimeContext(
-            resources=self._resources,
-            secrets=self._secrets,
-            request_timestamp=at or datetime.now(UTC),
-            _limits=self._limits,
-            _loop=asyncio.get_running_loop(),
-        )
+        context = self._context(at, loop=asyncio.get_running_loop())
         try:
             async with asyncio.timeout(view.timeout):
-                returned, _ = await self.caller(inputs, context)
+                returned, _ = await self.caller(self._inputs(fields), context)
         except TimeoutError:
             raise ViewTimeout(
                 f"Feature view '{view.name}' did not answer within its timeout of "
@@ -113,9 +126,31 @@ class ViewCall:
             ) from None
         except FailedCall as failed:
             raise _failure(view, failed) from failed.error
-        rows = checked_features(view, returned)
+        return self._one_row(returned)
+
+    def _inputs(self, fields: list[dict[str, Any]]) -> tuple[Any, ...]:
+        """The transform's inputs: a copy of each source's fields it may change."""
+        if self.view.mode == "pandas":
+            import pandas as pd
+
+            return tuple(pd.DataFrame([one]) for one in fields)
+        return tuple(dict(one) for one in fields)
+
+    def _context(
+        self, at: datetime | None, loop: asyncio.AbstractEventLoop | None
+    ) -> RealtimeContext:
+        return RealtimeContext(
+            resources=self._resources,
+            secrets=self._secrets,
+            request_timestamp=at or datetime.now(UTC),
+            _limits=self._limits,
+            _loop=loop,
+        )
+
+    def _one_row(self, returned: Any) -> dict[str, Any]:
+        rows = checked_features(self.view, returned)
         if len(rows) != 1:
-            raise _output_error(view, f"returned {len(rows)} rows for one request, not 1")
+            raise _output_error(self.view, f"returned {len(rows)} rows for one request, not 1")
         return rows[0]
 
 
