@@ -24,6 +24,7 @@ SCENARIOS = {
     "s10_shared_limit": "limit",
     "s11_seed": "seed",
     "s12_schedule": "hourly",
+    "s13_online": "online",
 }
 
 
