@@ -24,15 +24,14 @@ from typing import Any
 from engine.define.feature_views import BatchFeatureView, RealtimeFeatureView
 from engine.define.sources import RequestSource
 from engine.define.types import DataType
-from engine.errors import BadRequest, RivuletError, SettingsError, ViewTimeout, one_line
+from engine.errors import BadRequest, RivuletError, SettingsError, ViewTimeout
 from engine.online.rows import Found, read_features
 from engine.online.stores import OnlineStore, open_store
 from engine.plan.job import Job, load_job
 from engine.plan.rates import worker_rates
 from engine.plan.secrets import resolve_secrets
 from engine.runtime.context import running_loop
-from engine.serve.transform import Runtime, request_fields
-from engine.serve.values import describe, request_value
+from engine.serve.transform import Runtime, checked_field, request_fields
 
 log = logging.getLogger("rivulet")
 PRESENT, ERROR, TIMEOUT = "PRESENT", "ERROR", "TIMEOUT"
@@ -326,28 +325,9 @@ def _batch_views(views: Sequence[View]) -> list[BatchFeatureView]:
 
 
 def _key_values(view: BatchFeatureView, join_keys: Mapping[str, Any]) -> list[Any]:
-    """The request's values of the view's join keys, typed; BadRequest naming a missing or
-    mistyped one."""
-    values = []
-    for key in view.join_keys:
-        if key.name not in join_keys:
-            raise BadRequest(
-                f"The request lacks join key '{key.name}' ({key.dtype!r}) that feature view "
-                f"'{view.name}' is looked up by; add it to joinKeyMap.",
-                view=view.name,
-                feature=key.name,
-            )
-        value, fits = request_value(key.dtype, join_keys[key.name])
-        if not fits or value is None:
-            raise BadRequest(
-                f"The request's join key '{key.name}' is {describe(join_keys[key.name])} "
-                f"{one_line(repr(join_keys[key.name]))[:80]}, but feature view '{view.name}' "
-                f"needs {key.dtype!r}.",
-                view=view.name,
-                feature=key.name,
-            )
-        values.append(value)
-    return values
+    """The request's values of the view's join keys, typed (a BadRequest names a missing or
+    mistyped one)."""
+    return [checked_field(view.name, key, join_keys, key=True) for key in view.join_keys]
 
 
 def _stored(view: BatchFeatureView, found: Found) -> list[Feature]:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from engine.define.feature_views import RealtimeFeatureView
+from engine.define.fields import Field
 from engine.define.secrets import Secret
 from engine.define.sources import RequestSource
 from engine.errors import (
@@ -181,27 +182,33 @@ def request_fields(
         if not isinstance(source, RequestSource):
             made.append(dict(given))
             continue
-        fields = {}
-        for field in source.schema:
-            if field.name not in given:
-                raise BadRequest(
-                    f"The request lacks field '{field.name}' ({field.dtype!r}) that feature "
-                    f"view '{view.name}' needs; add it to requestContextMap.",
-                    view=view.name,
-                    feature=field.name,
-                )
-            value, fits = request_value(field.dtype, given[field.name])
-            if not fits:
-                raise BadRequest(
-                    f"The request's field '{field.name}' is {describe(given[field.name])} "
-                    f"{one_line(repr(given[field.name]))[:80]}, but feature view '{view.name}' "
-                    f"needs {field.dtype!r}.",
-                    view=view.name,
-                    feature=field.name,
-                )
-            fields[field.name] = value
-        made.append(fields)
+        made.append({field.name: checked_field(view.name, field, given) for field in source.schema})
     return made
+
+
+def checked_field(view: str, field: Field, given: Mapping[str, Any], key: bool = False) -> Any:
+    """The request's value of `field`, typed: a request field (in requestContextMap) or,
+    with `key`, a join key (in joinKeyMap, never null). Raises BadRequest naming a missing
+    or mistyped one and the type it needs."""
+    where = "joinKeyMap" if key else "requestContextMap"
+    what = "join key" if key else "field"
+    if field.name not in given:
+        raise BadRequest(
+            f"The request lacks {what} '{field.name}' ({field.dtype!r}) that feature view "
+            f"'{view}' needs; add it to {where}.",
+            view=view,
+            feature=field.name,
+        )
+    value, fits = request_value(field.dtype, given[field.name])
+    if not fits or (key and value is None):
+        raise BadRequest(
+            f"The request's {what} '{field.name}' is {describe(given[field.name])} "
+            f"{one_line(repr(given[field.name]))[:80]}, but feature view '{view}' needs "
+            f"{field.dtype!r}.",
+            view=view,
+            feature=field.name,
+        )
+    return value
 
 
 def checked_features(view: RealtimeFeatureView, returned: Any) -> list[dict[str, Any]]:
