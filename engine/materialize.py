@@ -13,7 +13,7 @@ from pathlib import Path
 
 from engine.define.feature_views import BatchFeatureView
 from engine.define.schedule import as_utc
-from engine.errors import SettingsError
+from engine.errors import SettingsError, StoreError
 from engine.execute.local import LocalExecutor
 from engine.execute.protocol import Event, Executor, WorkerExited
 from engine.plan.environments import check_environments, requirements
@@ -210,7 +210,8 @@ def materialize(request: RunRequest) -> RunSummary:
     secret_values = resolve_secrets(views, request.secrets_file)
     notes += short_secret_notes(secret_values)
     probe_sources(views)
-    publisher = Publisher(request.online_store, loaded.name, output, views)
+    # Every online view of the job, so a run of some views still repairs the others.
+    publisher = Publisher(request.online_store, loaded.name, output, loaded.materialized()[0])
     with output_lock(output), contextlib.closing(publisher):
         ledger = Ledger(output)
         notes += reconcile(output, views, ledger)
@@ -243,7 +244,10 @@ def materialize(request: RunRequest) -> RunSummary:
             if isinstance(event, TaskResult):
                 record(ledger, run_id, event)
                 if event.ok and event.path is not None:
-                    publisher.publish(event.task.feature_view, event.task.start, run_id)
+                    try:
+                        publisher.publish(event.task.feature_view, event.task.start, run_id)
+                    except StoreError as lost:  # committed offline: the next run publishes it
+                        notes.append(f"{lost} The next run publishes what it missed.")
             elif isinstance(event, WorkerExited):
                 notes.append(event.note)
             request.on_event(event)

@@ -22,6 +22,7 @@ from engine.online.rows import namespace, newest_entries
 from engine.online.stores import open_store
 from engine.plan.job import load_job
 from engine.store.ledger import LEDGER_FOLDER, Ledger
+from engine.store.lock import output_lock
 from engine.store.parquet import DATA_FILE, committed_files, partition_dir
 
 WRITE_CHUNK = 10_000  # entities per online-store transaction
@@ -141,6 +142,7 @@ def load_online(
             f"{output} is not an offline store (it has no {LEDGER_FOLDER}/ folder); pass the "
             f"--output the job was backfilled to."
         )
-    with contextlib.closing(Publisher(online_store, loaded.name, output, views)) as publisher:
+    publisher = Publisher(online_store, loaded.name, output, views)
+    with output_lock(output), contextlib.closing(publisher):  # no run rewrites files meanwhile
         return publisher.load(as_utc(start) if start else None, as_utc(end) if end else None,
                               on_progress)  # fmt: skip

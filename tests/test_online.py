@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -11,11 +12,13 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from engine import backfill
 from engine.errors import SettingsError
-from engine.online.rows import Found, read_features
+from engine.online.rows import Found, newest_entries, read_features
 from engine.online.stores import OnlineStore, open_store
 from engine.plan.job import load_job
 from tests.conftest import REPO, run_cli
@@ -155,3 +158,19 @@ def test_an_unreachable_online_store_stops_the_run_before_any_work(online_job, t
         backfill(online_job(), START, START + DAY, output=tmp_path / "o",
                  online_store="redis://127.0.0.1:1/0")  # fmt: skip
     assert not (tmp_path / "o" / "latest").exists()
+
+
+def test_newest_rows_across_files_of_two_definitions_give_a_missing_feature_as_null(
+    online_job, tmp_path
+) -> None:
+    view = load_job(online_job()).feature_views["latest"]
+    at = [datetime(2024, 10, 26, 12, tzinfo=UTC), datetime(2024, 10, 27, 12, tzinfo=UTC)]
+    old, new = tmp_path / "old.parquet", tmp_path / "new.parquet"
+    row = {"user_id": ["u0"], "amount": [1.5], "text": ["a"], "quantity": [1], "seen": [at[0]]}
+    pq.write_table(pa.table({**row, "timestamp": [at[0]]}), old)  # before "pair" was added
+    pq.write_table(pa.table({**row, "timestamp": [at[1]], "pair": [[1.5, 3.0]]}), new)
+    [(key, ts, features)] = newest_entries(view, [old, new])
+    assert key == '["u0"]' and ts == int(at[1].timestamp() * 1_000_000)
+    assert json.loads(features)["pair"] == [1.5, 3.0]
+    [(_, _, older)] = newest_entries(view, [old])
+    assert json.loads(older)["pair"] is None

@@ -196,3 +196,21 @@ def test_serving_an_offline_only_batch_view_is_refused_where_it_is_declared() ->
         )(lambda request, metrics: {})
     with pytest.raises(DefinitionError, match="lists batch feature view 'user_metrics', which"):
         FeatureService(name="s", features=[offline_only])
+
+
+def test_a_join_key_that_is_no_integer_is_a_400_naming_it(tmp_path) -> None:
+    from engine.serve.transform import checked_field
+
+    key = Field("user_id", Int64)
+    assert checked_field("v", key, {"user_id": "-12"}, key=True) == -12
+    for wrong in ("--5", "²", None, 1.5):
+        with pytest.raises(BadRequest, match=r"join key 'user_id' is .* needs Int64"):
+            checked_field("v", key, {"user_id": wrong}, key=True)
+
+
+def test_a_spine_row_without_a_time_gets_no_realtime_features(scoring) -> None:
+    moments = pa.array([datetime(2024, 10, 30, tzinfo=UTC), None], pa.timestamp("us", "UTC"))
+    spine = pa.table({"user_id": ["u02", "u02"], "amount": [80.0, 80.0], "timestamp": moments})
+    rows = get_historical_features(spine, [f"{JOB}:transaction_score"], output=scoring).to_pylist()
+    assert rows[0]["fraud_score"] == score("u02", 80.0)
+    assert rows[1]["fraud_score"] is None and rows[1]["amount_vs_mean"] is None

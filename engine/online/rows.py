@@ -42,25 +42,29 @@ def namespace(job: str, view: BatchFeatureView) -> str:
 
 def entity_key(values: Sequence[Any]) -> str:
     """The store's key for join key values, in the view's join key order."""
-    return json.dumps(list(values), separators=(",", ":"))
+    return json.dumps(list(values), separators=(",", ":"), default=_iso)
 
 
 def newest_entries(view: BatchFeatureView, paths: Sequence[Path]) -> list[Entry]:
     """Each entity's newest row across committed files (of disjoint intervals), as store
-    entries; rows with a null join key are left out, as they match nothing."""
+    entries; rows with a null join key are left out, as they match nothing. Files of an
+    older definition lacking a feature give it as null."""
     names = [key.name for key in view.join_keys]
     keys = ", ".join(map(quote, names))
     ts = quote(view.timestamp_field)
     features = [feature.name for feature in view.features]
-    query = f"""
-        SELECT {keys}, epoch_us({ts}) AS __ts, {", ".join(map(quote, features))}
-        FROM read_parquet($path, file_row_number = true)
-        WHERE {" AND ".join(f"{quote(k)} IS NOT NULL" for k in names)}
-        QUALIFY row_number() OVER (PARTITION BY {keys} ORDER BY {ts} DESC,
-            file_row_number DESC) = 1"""
+    files = "read_parquet($path, file_row_number = true, union_by_name = true)"
+    params = {"path": [str(path) for path in paths]}
     con = duckdb.connect()
     try:
-        rows = con.sql(query, params={"path": [str(path) for path in paths]}).fetchall()
+        held = set(con.sql(f"SELECT * FROM {files}", params=params).columns)
+        picked = ", ".join(quote(f) if f in held else f"NULL AS {quote(f)}" for f in features)
+        query = f"""
+            SELECT {keys}, epoch_us({ts}) AS __ts, {picked} FROM {files}
+            WHERE {" AND ".join(f"{quote(k)} IS NOT NULL" for k in names)}
+            QUALIFY row_number() OVER (PARTITION BY {keys} ORDER BY {ts} DESC,
+                file_row_number DESC) = 1"""
+        rows = con.sql(query, params=params).fetchall()
     finally:
         con.close()
     width = len(names)

@@ -2,8 +2,9 @@
 
 Both stores hold, per namespace (one feature view of one job), an entry per entity key:
 its timestamp in microseconds and its features as JSON text. A write never replaces an
-entry with an older one, and records the interval it came from in the same transaction, so
-the store itself says what it holds: a crash between an interval's offline commit and its
+entry with an older one, and records the intervals it came from once its rows are in (in
+the same transaction in SQLite, right after the rows' transaction in Redis), so the store
+itself says what it holds: a crash between an interval's offline commit and its
 online write, or a new or flushed Redis, shows as intervals it lacks (`published`).
 """
 
@@ -43,23 +44,26 @@ class OnlineStore(Protocol):
     def close(self) -> None: ...
 
 
-def open_store(url: str | None, output: str | Path, existing: bool = False) -> OnlineStore:
+def open_store(url: str | None, output: str | Path, serving: bool = False) -> OnlineStore:
     """The store at `url` (redis://HOST:PORT/DB), or by default the SQLite file in the
-    offline store's `_rivulet/` folder (with `existing`, only if it is there already, as
-    serving needs). Raises SettingsError if it cannot be reached."""
-    if not url:
-        path = Path(output) / "_rivulet" / ONLINE_FILE
-        if existing and not path.exists():
+    offline store's `_rivulet/` folder. For `serving`, a SQLite file must be there already,
+    and Redis reads give up after a second, unretried (a request answers 503 rather than
+    wait). Raises SettingsError if it cannot be reached."""
+    scheme = urlsplit(url).scheme if url else "sqlite"
+    if scheme in ("redis", "rediss", "unix"):
+        assert url is not None
+        return RedisStore(url, serving)
+    if scheme == "sqlite":
+        path = (
+            Path(url.removeprefix("sqlite://")) if url else Path(output) / "_rivulet" / ONLINE_FILE
+        )
+        if serving and not path.exists():
             raise SettingsError(
                 f"There is no online store at {path}: backfill the job's online views to "
                 f"--output {output} first, or pass the --output they were backfilled to, or "
                 f"--online-store."
             )
         return SQLiteStore(path)
-    if urlsplit(url).scheme in ("redis", "rediss", "unix"):
-        return RedisStore(url)
-    if urlsplit(url).scheme == "sqlite":
-        return SQLiteStore(Path(url.removeprefix("sqlite://")))
     raise SettingsError(
         f"--online-store '{url}' is neither a Redis URL such as redis://127.0.0.1:6379/0 nor "
         f"sqlite:///path/to/online.sqlite; leave it out for the SQLite file beside the "
@@ -142,9 +146,11 @@ class RedisStore:
     """An online store in Redis: an interval's entries go in one transaction (a pipeline of
     scripts that keep the newer entry), a request's keys are read in one round trip."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, serving: bool = False) -> None:
         try:
             import redis
+            from redis.backoff import NoBackoff
+            from redis.retry import Retry
         except ImportError:
             raise SettingsError(
                 "--online-store redis://... needs the Redis client: pip install 'rivulet[redis]'."
@@ -152,7 +158,10 @@ class RedisStore:
         self.url = url
         self._errors = (redis.RedisError, OSError)
         try:
-            self._client = redis.Redis.from_url(url, socket_connect_timeout=3, socket_timeout=10)
+            limits = {"socket_timeout": 1.0, "retry": Retry(NoBackoff(), 0)} if serving else {}
+            self._client = redis.Redis.from_url(
+                url, **{"socket_connect_timeout": 3, "socket_timeout": 10, **limits}
+            )
             self._client.ping()
         except (*self._errors, ValueError) as exc:
             raise SettingsError(
@@ -172,9 +181,9 @@ class RedisStore:
                 args = [value for _, ts, features in chunk for value in (ts, features)]
                 self._newest(keys=[_key(namespace, key) for key, _, _ in chunk], args=args,
                              client=pipe)  # fmt: skip
-            if intervals:
-                pipe.hset(_key(namespace, "published"), mapping=dict(intervals))
-            pipe.execute()
+            pipe.execute()  # raises if any command failed: EXEC does not roll the rest back
+            if intervals:  # so the intervals are recorded only once every row is in
+                self._client.hset(_key(namespace, "published"), mapping=dict(intervals))
 
     def published(self, namespace: str) -> dict[str, str]:
         with self._reaching():

@@ -149,8 +149,15 @@ def _computed(
         else:
             columns = {field.name: table[field.name] for field in source.schema}
         by_source.append(pa.table(columns).to_pylist() if columns else [{}] * table.num_rows)
+    times = moments.to_pylist()
+    timed = [row for row, at in enumerate(times) if at is not None]  # a null time matches nothing
     requests = list(zip(*by_source, strict=True))
-    answers = answer_rows(view, requests, moments.to_pylist(), secrets_file)
+    computed = answer_rows(
+        view, [requests[r] for r in timed], [times[r] for r in timed], secrets_file
+    )
+    answers: list[dict[str, Any] | None] = [None] * table.num_rows
+    for row, answer in zip(timed, computed, strict=True):
+        answers[row] = answer
     return [
         pa.array([None if a is None else a[f.name] for a in answers], f.dtype.to_arrow())
         for f in view.features

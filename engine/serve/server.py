@@ -24,7 +24,7 @@ from typing import Any
 from engine.define.feature_views import BatchFeatureView, RealtimeFeatureView
 from engine.define.sources import RequestSource
 from engine.define.types import DataType
-from engine.errors import BadRequest, RivuletError, SettingsError, ViewTimeout
+from engine.errors import BadRequest, Interrupted, RivuletError, SettingsError, ViewTimeout
 from engine.online.rows import Found, read_features
 from engine.online.stores import OnlineStore, open_store
 from engine.plan.job import Job, load_job
@@ -91,7 +91,7 @@ class FeatureServer:
             )
         online = [v for views in self.servable.values() for v in _batch_views(views)]
         self._store: OnlineStore | None = (
-            open_store(online_store, output, existing=True) if online else None
+            open_store(online_store, output, serving=True) if online else None
         )
         self._secret_values = resolve_secrets(self.views, secrets_file)
         self._rates = worker_rates(self.views, rates or {}, 1 if limiter else processes)
@@ -257,9 +257,11 @@ class FeatureServer:
         wanted = {view.name: view for view in _batch_views(views)}
         if not wanted:
             return {}
-        assert self._store is not None  # opened, as the job serves batch views
+        store = self._store  # close() may clear it meanwhile
+        if store is None:
+            raise Interrupted("The server is shutting down.")
         keys = [(view, _key_values(view, join_keys)) for view in wanted.values()]
-        found = read_features(self._store, self.job.name, keys, datetime.now(UTC))
+        found = read_features(store, self.job.name, keys, datetime.now(UTC))
         return dict(zip(wanted, found, strict=True))
 
     async def _answer(

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import inspect
+import time
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -96,8 +97,9 @@ class ViewCall:
 
     @property
     def runs_here(self) -> bool:
-        """Whether `answer_here` may answer: the view runs inline and keeps no cache."""
-        return self.caller.spec.inline and self.cache is None
+        """Whether `answer_here` may answer: the view runs inline, keeps no cache and
+        declares no retry policy (`answer_here` makes one attempt)."""
+        return self.caller.spec.inline and self.cache is None and self.view.retry is None
 
     def answer_here(
         self, fields: list[dict[str, Any]], at: datetime | None = None
@@ -107,10 +109,15 @@ class ViewCall:
         more than the call."""
         context = self._context(at, loop=None)
         kwargs = {"context": context} if self.caller.spec.takes_context else {}
+        began = time.perf_counter()
         try:
             returned = self.caller.spec.function(self._inputs(fields), **kwargs)
         except Exception as exc:
+            self.stats.failed_calls += 1
             raise _failure(self.view, FailedCall(exc, 1)) from exc
+        finally:
+            self.stats.calls += 1
+            self.stats.record_latency(time.perf_counter() - began)
         return self._one_row(returned)
 
     async def _compute(self, fields: list[dict[str, Any]], at: datetime | None) -> dict[str, Any]:
@@ -366,6 +373,8 @@ def answer_rows(
     as serving computes one: its resources built once, its concurrency, rate limits and
     retries. A request that fails raises its error, or gives None when the view's
     `on_error` is "null"."""
+    if not requests:
+        return []
     secret_values = resolve_secrets([view], secrets_file)
 
     async def all_rows() -> list[dict[str, Any] | None]:
@@ -373,9 +382,10 @@ def answer_rows(
         call, gate = runtime.calls[view.name], asyncio.Semaphore(view.concurrency)
 
         async def one(fields: Sequence[Mapping[str, Any]], at: datetime) -> dict[str, Any] | None:
+            checked = request_fields(view, fields)  # bad input is raised, whatever on_error says
             async with gate:
                 try:
-                    return await call.answer(request_fields(view, fields), at)
+                    return await call.answer(checked, at)
                 except RivuletError:
                     if view.on_error != "null":
                         raise

@@ -9,6 +9,7 @@ pandas scalars count as the Python values they hold.
 from __future__ import annotations
 
 import math
+import re
 from datetime import UTC, datetime
 from typing import Any
 
@@ -86,7 +87,7 @@ def _checked(dtype: DataType, value: Any, from_json: bool) -> tuple[Any, bool]:
         return [item for item, _ in items], all(fits for _, fits in items)
     name = repr(dtype)
     if from_json and isinstance(value, str):
-        if name in _INT_RANGE and value.lstrip("-").isdigit():
+        if name in _INT_RANGE and re.fullmatch(r"-?[0-9]+", value):
             value = int(value)
         elif name == "Timestamp":
             try:
