@@ -8,6 +8,7 @@ free of Arrow, DuckDB and Polars.
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from engine.define.aggregates import Aggregate, LifetimeWindow, TimeWindow
 from engine.define.environment import Environment
 from engine.define.feature_views import (
     BatchFeatureView,
@@ -22,7 +23,15 @@ from engine.define.policies import RateLimit, RetryPolicy
 from engine.define.resources import ResourceProvider, resource_provider
 from engine.define.secrets import Secret
 from engine.define.services import FeatureService
-from engine.define.sources import BatchSource, DuckDBConfig, FileConfig, PythonConfig, RequestSource
+from engine.define.sources import (
+    BatchSource,
+    DuckDBConfig,
+    FileConfig,
+    FilteredSource,
+    PythonConfig,
+    RequestSource,
+    TectonTimeConstant,
+)
 from engine.define.types import (
     Array,
     Bool,
@@ -61,6 +70,7 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "Aggregate",
     "Array",
     "Attribute",
     "BatchFeatureView",
@@ -75,11 +85,13 @@ __all__ = [
     "FeatureService",
     "Field",
     "FileConfig",
+    "FilteredSource",
     "Float32",
     "Float64",
     "GoldenTest",
     "Int32",
     "Int64",
+    "LifetimeWindow",
     "PythonConfig",
     "RateLimit",
     "RealtimeFeatureView",
@@ -90,6 +102,8 @@ __all__ = [
     "RunSummary",
     "Secret",
     "String",
+    "TectonTimeConstant",
+    "TimeWindow",
     "Timestamp",
     "backfill",
     "batch_feature_view",

@@ -14,16 +14,20 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
 
+import pyarrow as pa
+
 from engine.define.feature_views import BatchFeatureView
-from engine.define.schedule import as_utc
+from engine.define.schedule import as_utc, boundary, interval_index
 from engine.errors import SettingsError
 from engine.faults import fault_point
-from engine.online.rows import namespace, newest_entries
-from engine.online.stores import open_store
+from engine.online.rows import namespace, newest_entries, table_entries
+from engine.online.stores import Entry, open_store
 from engine.plan.job import load_job
+from engine.retrieve.offline import read_view
 from engine.store.ledger import LEDGER_FOLDER, Ledger
 from engine.store.lock import output_lock
 from engine.store.parquet import DATA_FILE, committed_files, partition_dir
+from engine.store.tiles import lookback, windows_at
 
 WRITE_CHUNK = 10_000  # entities per online-store transaction
 
@@ -77,16 +81,40 @@ class Publisher:
         WRITE_CHUNK rows; the last one records the intervals as held, so a crash before it
         leaves them to repair."""
         assert self.store is not None
-        files = [
-            partition_dir(self._output, view.name, start) / DATA_FILE for start, _ in intervals
-        ]
-        entries = newest_entries(view, files)
+        if view.aggregates:
+            entries = self._windows(view, [start for start, _ in intervals])
+        else:
+            files = [
+                partition_dir(self._output, view.name, start) / DATA_FILE for start, _ in intervals
+            ]
+            entries = newest_entries(view, files)
         held = [(start.isoformat(), run_id) for start, run_id in intervals]
         chunks = [entries[at : at + WRITE_CHUNK] for at in range(0, len(entries), WRITE_CHUNK)]
         space = namespace(self._job, view)
         for chunk in chunks[:-1]:
             self.store.write(space, chunk, [])
         self.store.write(space, chunks[-1] if chunks else [], held)
+
+    def _windows(self, view: BatchFeatureView, starts: Sequence[datetime]) -> list[Entry]:
+        """An aggregate view's windows at the end of the newest of the intervals, stamped
+        with it, for every entity with a tile its windows reached since before the oldest
+        one (so an entity whose rows just left every window gets its count of 0)."""
+        newest = max(starts)
+        end = boundary(
+            view.feature_start_time,
+            view.batch_schedule,
+            interval_index(view.feature_start_time, view.batch_schedule, newest) + 1,
+        )
+        reach = lookback(view)
+        since = None if reach is None else min(starts) - reach
+        tiles = read_view(view, output=self._output, start=since, end=end, ordered=False)
+        keys = tiles.group_by([k.name for k in view.join_keys]).aggregate([])
+        moments = pa.array([end] * keys.num_rows, pa.timestamp("us", "UTC"))
+        found = windows_at(view, tiles, keys, moments)
+        stamped = keys.append_column(view.timestamp_field, moments)
+        for name in found.column_names:
+            stamped = stamped.append_column(name, found[name])
+        return table_entries(view, stamped)
 
     def load(
         self,

@@ -86,7 +86,7 @@ def declare(config: BatchConfig, *, micro_batch_size: int = 10_000) -> BatchFeat
 def read(config: BatchConfig, **settings: Any) -> pa.Table:
     """Every row `read_window` yields for [START, END), as one table."""
     view = declare(config, **settings)
-    batches = list(read_window(view, START, END))
+    batches = list(read_window(view, view.sources[0], START, END))
     assert batches, "the window is empty"
     return pa.Table.from_batches(batches)
 
@@ -94,7 +94,7 @@ def read(config: BatchConfig, **settings: Any) -> pa.Table:
 def source_error(config: BatchConfig) -> str:
     """The message of the SourceError reading [START, END) of `config` raises."""
     with pytest.raises(SourceError) as caught:
-        list(read_window(declare(config), START, END))
+        list(read_window(view := declare(config), view.sources[0], START, END))
     return str(caught.value)
 
 
@@ -307,7 +307,7 @@ def test_the_window_includes_its_start_and_excludes_its_end(reader: str, tmp_pat
 def test_an_empty_window_yields_nothing(tmp_path: Path) -> None:
     pq.write_table(boundary_rows(), tmp_path / "rows.parquet")
     view = declare(FileConfig(uri=str(tmp_path / "rows.parquet")))
-    assert list(read_window(view, utc(2024, 11, 1), utc(2024, 11, 2))) == []
+    assert list(read_window(view, view.sources[0], utc(2024, 11, 1), utc(2024, 11, 2))) == []
 
 
 # Micro-batches.
@@ -336,7 +336,7 @@ def test_micro_batches_hold_at_most_k_rows_in_source_order(
 ) -> None:
     view = declare(parquet_or_loader(reader, shuffled_rows(), tmp_path), micro_batch_size=size)
 
-    batches = list(read_window(view, START, END))
+    batches = list(read_window(view, view.sources[0], START, END))
     assert all(0 < batch.num_rows <= size for batch in batches)
     assert len(batches) >= -(-ROWS // size)
     ids = [i for batch in batches for i in batch.column("id").to_pylist()]

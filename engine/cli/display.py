@@ -186,7 +186,7 @@ def print_job(job: Job, notes: list[str]) -> None:
         table.add_row(
             view.name,
             view.mode,
-            view.source.name,
+            ", ".join(source.describe() for source in view.sources),
             str(view.batch_schedule),
             ", ".join(f"{f.name}: {f.dtype!r}" for f in view.features),
             ", ".join(f"{k} ({p.name})" for k, p in view.resource_providers) or "-",

@@ -13,11 +13,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from engine.define.aggregates import Aggregate
 from engine.define.fields import Attribute, Entity, Field
 from engine.define.policies import RetryPolicy, timeout_seconds
 from engine.define.resources import ResourceProvider, SecretSpec, check_secrets
 from engine.define.schedule import Months, Schedule, as_utc, parse_duration, parse_schedule
-from engine.define.sources import BatchSource, PythonConfig, RequestSource
+from engine.define.sources import BatchSource, FilteredSource, PythonConfig, RequestSource
 from engine.define.types import DataType, Timestamp
 from engine.errors import DefinitionError
 
@@ -80,7 +81,13 @@ class _CallsTransform:
 
 @dataclass(frozen=True, eq=False)
 class BatchFeatureView(_CallsTransform):
-    """A declared batch feature view: its transform, source, keys, features and schedule.
+    """A declared batch feature view: its transform, sources, keys, features and schedule.
+
+    `sources` are read for each interval over their own range (the interval itself unless
+    unfiltered or given a look-back); `parameters` names the transform's parameter for each.
+    The first source is handed to the transform in micro-batches, every other one whole.
+    With `aggregation_interval`, every feature is an Aggregate over a column the transform
+    returns (`row_features`), and the offline store keeps partial aggregates per interval.
 
     Only a worker calls `function`. `micro_batch_size` is the number of source rows handed
     to the transform per batch (frame modes) or grouped per written batch (python mode);
@@ -97,10 +104,12 @@ class BatchFeatureView(_CallsTransform):
     name: str
     function: Callable[..., Any]
     mode: str
-    sources: tuple[BatchSource, ...]
+    sources: tuple[FilteredSource, ...]
+    parameters: tuple[str, ...]
     entities: tuple[Entity, ...]
     timestamp_field: str
-    features: tuple[Attribute, ...]
+    features: tuple[Attribute, ...] | tuple[Aggregate, ...]
+    aggregation_interval: timedelta | None
     batch_schedule: Schedule
     feature_start_time: datetime
     resource_providers: tuple[tuple[str, ResourceProvider], ...]
@@ -121,7 +130,28 @@ class BatchFeatureView(_CallsTransform):
 
     @property
     def source(self) -> BatchSource:
-        return self.sources[0]
+        """The first source: the one handed to the transform in micro-batches."""
+        return self.sources[0].source
+
+    @functools.cached_property
+    def aggregates(self) -> tuple[Aggregate, ...]:
+        """Its Aggregate features; none for a view of Attributes."""
+        return tuple(f for f in self.features if isinstance(f, Aggregate))
+
+    @functools.cached_property
+    def row_features(self) -> tuple[Attribute, ...]:
+        """What the transform returns besides keys and timestamp: the features, or for an
+        aggregate view each input column once."""
+        if not self.aggregates:
+            return tuple(f for f in self.features if isinstance(f, Attribute))
+        columns = {a.column: Attribute(a.column, a.input_column.dtype) for a in self.aggregates}
+        return tuple(columns.values())
+
+    @property
+    def reads_beyond_interval(self) -> bool:
+        """Whether a source is read over more than the interval: the transform's rows outside
+        the interval are then dropped, as Tecton drops them, instead of failing it."""
+        return not all(source.is_interval for source in self.sources)
 
     @property
     def batch_rows(self) -> int:
@@ -146,40 +176,50 @@ class BatchFeatureView(_CallsTransform):
 
     @functools.cached_property
     def feature_names(self) -> frozenset[str]:
-        return frozenset(f.name for f in self.features)
+        """The names of `row_features`: what the transform returns."""
+        return frozenset(f.name for f in self.row_features)
+
+    def window_field_of(self, source: FilteredSource) -> str:
+        """The column of `source` its range filters on."""
+        return source.batch_config.timestamp_field or self.timestamp_field
 
     @property
     def window_field(self) -> str:
-        """The source column the interval window filters on."""
-        return self.source.batch_config.timestamp_field or self.timestamp_field
+        """The first source's column the interval window filters on."""
+        return self.window_field_of(self.sources[0])
 
     @property
     def data_delay(self) -> timedelta:
-        """How long after an interval ends its source data is complete."""
-        return self.source.batch_config.data_delay
+        """How long after an interval ends its sources' data is complete."""
+        return max(source.batch_config.data_delay for source in self.sources)
 
     def output_schema(self) -> pa.Schema:
-        """Join keys, the timestamp, then the features, with their declared Arrow types."""
+        """Join keys, the timestamp, then the features, with their declared Arrow types:
+        what reading the view back gives."""
+        return self._schema(self.features)
+
+    def row_schema(self) -> pa.Schema:
+        """Join keys, the timestamp, then `row_features`: what the transform returns."""
+        return self._schema(self.row_features)
+
+    def _schema(self, features: Sequence[Attribute | Aggregate]) -> pa.Schema:
         import pyarrow as pa
 
         columns = [(k.name, k.dtype) for k in self.join_keys]
         columns += [(self.timestamp_field, Timestamp)]
-        columns += [(f.name, f.dtype) for f in self.features]
+        columns += [(f.name, f.dtype) for f in features]
         return pa.schema([pa.field(name, dtype.to_arrow()) for name, dtype in columns])
 
     @functools.cached_property
     def fingerprint(self) -> str:
         """A hash of everything that decides the output; a change marks old output stale."""
-        config = self.source.batch_config
         parts = {
             "mode": self.mode,
             "on_error": self.on_error,
-            "source": _source_text(config.loader)
-            if isinstance(config, PythonConfig)
-            else repr(config),
+            "source": _config_text(self.sources[0]),
             "keys": repr(self.join_keys),
             "timestamp_field": self.timestamp_field,
-            "features": repr(tuple((f.name, f.dtype) for f in self.features)),
+            "features": repr(tuple(_feature_key(f) for f in self.features)),
             "batch_schedule": str(self.batch_schedule),
             "feature_start_time": self.feature_start_time.isoformat(),
             "transform": _source_text(self.function),
@@ -189,8 +229,68 @@ class BatchFeatureView(_CallsTransform):
                 tuple((k, p.name, _source_text(p.function)) for k, p in self.resource_providers)
             ),
         }
+        if self.reads_beyond_interval or len(self.sources) > 1 or self.aggregates:
+            parts["sources"] = [
+                (p, _config_text(s)) for p, s in zip(self.parameters, self.sources, strict=True)
+            ]
+            parts["aggregation_interval"] = str(self.aggregation_interval)
         blob = json.dumps(parts, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
+
+    def run_transformation(
+        self,
+        start_time: datetime,
+        end_time: datetime,
+        mock_inputs: Mapping[str, Any],
+        resources: Mapping[str, Any] | None = None,
+    ) -> Any:
+        """The transform's rows for the interval [start_time, end_time) of `mock_inputs`
+        (a frame per source, by parameter or source name), each source cut to its range as a
+        run reads it; `resources` gives fakes by name, the rest are built from their
+        providers. The result has `.to_pandas()`, `.to_polars()` and `.to_arrow()`.
+
+        Example:
+            rows = user_counts.run_transformation(datetime(2024, 5, 1), datetime(2024, 5, 2),
+                                                  mock_inputs={"transactions": frame})
+        """
+        from engine.testing.transformation import run_transformation
+
+        return run_transformation(self, start_time, end_time, mock_inputs, resources)
+
+    def test_run(
+        self,
+        start_time: datetime,
+        end_time: datetime,
+        resources: Mapping[str, Any] | None = None,
+        **mock_inputs: Any,
+    ) -> Any:
+        """Tecton's older form of `run_transformation`, the inputs as keyword arguments."""
+        return self.run_transformation(start_time, end_time, mock_inputs, resources)
+
+    def get_features_for_events(
+        self,
+        events: Any,
+        *,
+        mock_inputs: Mapping[str, Any] | None = None,
+        timestamp_field: str | None = None,
+        output: str = "offline_store",
+        resources: Mapping[str, Any] | None = None,
+    ) -> Any:
+        """The events with this view's features as of each event's time, in columns named
+        `<view>__<feature>` as Tecton names them. With `mock_inputs`, the features are
+        computed from them (every interval the events need); otherwise read from the offline
+        store at `output`. Returns a result with `.to_pandas()`, `.to_polars()`, `.to_arrow()`.
+
+        Example:
+            joined = user_counts.get_features_for_events(events, mock_inputs={"t": frame})
+        """
+        from engine.testing.transformation import features_for_events
+
+        return features_for_events(self, events, mock_inputs, timestamp_field, output, resources)
+
+    def get_historical_features(self, spine: Any, **options: Any) -> Any:
+        """Tecton's other name for `get_features_for_events`."""
+        return self.get_features_for_events(spine, **options)
 
 
 @dataclass(frozen=True, eq=False)
@@ -292,6 +392,19 @@ class Cache:
             )
 
 
+def _config_text(source: FilteredSource) -> str:
+    config = source.batch_config
+    text = _source_text(config.loader) if isinstance(config, PythonConfig) else repr(config)
+    return text if source.is_interval else f"{text} from {source.start} to {source.end}"
+
+
+def _feature_key(feature: Attribute | Aggregate) -> tuple[Any, ...]:
+    """What of a feature decides the output."""
+    if isinstance(feature, Aggregate):
+        return (feature.name, feature.input_column, feature.function, feature.time_window)
+    return (feature.name, feature.dtype)
+
+
 def _source_text(function: Callable[..., Any]) -> str:
     """The function's source from its `def` on: decorators declare policies (retries, rate
     limits, concurrency, timeouts) that change how calls are made, not what they return."""
@@ -325,7 +438,7 @@ def _check_parameters(view: str, function: Callable[..., Any], sources: Sequence
         raise DefinitionError(
             f"Feature view '{view}': the transform takes {len(params)} input parameter(s) "
             f"({names}) besides `context`, but {len(sources)} source(s) are declared; "
-            f"give it one positional parameter per source, in order."
+            f"give it one parameter per source."
         )
 
 
@@ -354,14 +467,15 @@ def _check_realtime_sources(view: str, sources: Sequence[Any]) -> None:
             )
 
 
-def _check_features(view: str, features: Sequence[Any], taken: set[str]) -> tuple[Attribute, ...]:
+def _check_features(view: str, features: Sequence[Any], taken: set[str]) -> tuple[Any, ...]:
     if not features:
         raise DefinitionError(f"Feature view '{view}' declares no features.")
     seen = set(taken)
     for feature in features:
-        if not isinstance(feature, Attribute):
+        if not isinstance(feature, Attribute | Aggregate):
             raise DefinitionError(
-                f"Feature view '{view}': features must be Attribute(name, dtype), not {feature!r}."
+                f"Feature view '{view}': features must be Attribute(name, dtype) (or Aggregate "
+                f"in a view with an aggregation_interval), not {feature!r}."
             )
         if not isinstance(feature.dtype, DataType):
             raise DefinitionError(
@@ -429,11 +543,12 @@ def _check_resources(
 def batch_feature_view(
     *,
     mode: str,
-    sources: Sequence[BatchSource],
+    sources: Sequence[BatchSource | FilteredSource],
     entities: Sequence[Entity],
-    features: Sequence[Attribute],
-    batch_schedule: timedelta | str | Schedule,
+    features: Sequence[Attribute] | Sequence[Aggregate],
     feature_start_time: datetime,
+    batch_schedule: timedelta | str | Schedule | None = None,
+    aggregation_interval: timedelta | str | None = None,
     timestamp_field: str | None = None,
     name: str | None = None,
     resource_providers: Mapping[str, ResourceProvider] | None = None,
@@ -452,11 +567,14 @@ def batch_feature_view(
     tags: dict[str, str] | None = None,
     **unsupported: Any,
 ) -> Callable[[Callable[..., Any]], BatchFeatureView]:
-    """Declare a batch feature view over one batch source.
+    """Declare a batch feature view over one or more batch sources.
 
     Modes: `python` (a row dict in, a dict of features out; join keys and timestamp are
     carried over unless returned), `pandas`, `polars`, `pyarrow` (a micro-batch frame in,
-    a frame out). The transform may be `async def`.
+    a frame out). The transform may be `async def`. It takes one parameter per source,
+    matched by name when every parameter is a source's name, else in order. With
+    `aggregation_interval`, `features` are Aggregates of the columns the transform returns
+    (and `batch_schedule` defaults to the interval).
 
     Example:
         @batch_feature_view(mode="python", sources=[events], entities=[user],
@@ -484,28 +602,31 @@ def batch_feature_view(
                 f"Feature view '{view}': retry must be a RetryPolicy(...), "
                 f"not {type(retry).__name__}."
             )
-        if len(sources) != 1 or not isinstance(sources[0], BatchSource):
-            raise DefinitionError(
-                f"Feature view '{view}' needs exactly one BatchSource in `sources`; "
-                f"to combine tables, join them in a DuckDBConfig query."
-            )
-        _check_parameters(view, function, sources)
+        read = _batch_sources(view, mode, sources)
+        parameters = _match_parameters(view, function, read)
         if not entities or not all(isinstance(e, Entity) for e in entities):
             raise DefinitionError(f"Feature view '{view}' needs entities=[Entity(...), ...].")
-        ts_field = timestamp_field or sources[0].batch_config.timestamp_field
+        ts_field = timestamp_field or read[0].batch_config.timestamp_field
         if not ts_field:
             raise DefinitionError(
                 f"Feature view '{view}' needs timestamp_field (or one on its source's config)."
             )
         keys = {k.name for e in entities for k in e.join_keys}
         durations: dict[str, Any] = {}
-        parsers = (("batch_schedule", batch_schedule, parse_schedule), ("ttl", ttl, parse_duration))
+        parsers = (
+            ("aggregation_interval", aggregation_interval, parse_duration),
+            ("batch_schedule", batch_schedule or aggregation_interval, parse_schedule),
+            ("ttl", ttl, parse_duration),
+        )
         for setting, value, parse in parsers:
             try:
                 durations[setting] = parse(value) if value is not None else None
             except ValueError as exc:
                 raise DefinitionError(f"Feature view '{view}': {setting} {exc}.") from None
         schedule, ttl_value = durations["batch_schedule"], durations["ttl"]
+        interval = durations["aggregation_interval"]
+        if schedule is None:
+            raise DefinitionError(f"Feature view '{view}' needs batch_schedule.")
         if not isinstance(feature_start_time, datetime):
             raise DefinitionError(f"Feature view '{view}' needs feature_start_time as a datetime.")
         if isinstance(schedule, Months) and as_utc(feature_start_time).day > 28:
@@ -522,14 +643,21 @@ def batch_feature_view(
                 raise DefinitionError(
                     f"Feature view '{view}': {setting} must be a positive integer, not {value!r}."
                 )
+        declared = _check_features(
+            view,
+            _aggregates(view, function, features, interval, schedule, feature_start_time),
+            keys | {ts_field},
+        )
         return BatchFeatureView(
             name=view,
             function=function,
             mode=mode,
-            sources=tuple(sources),
+            sources=read,
+            parameters=parameters,
             entities=tuple(entities),
             timestamp_field=ts_field,
-            features=_check_features(view, features, keys | {ts_field}),
+            features=declared,
+            aggregation_interval=interval,
             batch_schedule=schedule,
             feature_start_time=as_utc(feature_start_time),
             resource_providers=_check_resources(view, function, resource_providers),
@@ -549,6 +677,146 @@ def batch_feature_view(
         )
 
     return declare
+
+
+def _batch_sources(view: str, mode: str, sources: Sequence[Any]) -> tuple[FilteredSource, ...]:
+    """Each source as the range it is read over: a bare BatchSource is read for the interval."""
+    if not sources or not all(isinstance(s, BatchSource | FilteredSource) for s in sources):
+        raise DefinitionError(
+            f"Feature view '{view}' needs sources=[BatchSource(...), ...] (each may be "
+            f"source.unfiltered(), source.select_range(...) or FilteredSource(...))."
+        )
+    read = tuple(s if isinstance(s, FilteredSource) else FilteredSource(s) for s in sources)
+    names = [source.name for source in read]
+    if len(set(names)) < len(names):
+        twice = next(n for n in names if names.count(n) > 1)
+        raise DefinitionError(f"Feature view '{view}' reads source '{twice}' twice; read it once.")
+    if mode == "python" and len(read) > 1:
+        raise DefinitionError(
+            f"Feature view '{view}' reads {len(read)} sources in python mode, which hands the "
+            f"transform one row of one source; use pandas, polars or pyarrow mode to join them."
+        )
+    return read
+
+
+def _match_parameters(
+    view: str, function: Callable[..., Any], sources: Sequence[FilteredSource]
+) -> tuple[str, ...]:
+    """The transform's parameter for each source, in source order: by name when every
+    parameter is a source's name, else by position; a parameter named after another
+    position's source is a DefinitionError (it would be handed the wrong frame)."""
+    params = [p for p in inspect.signature(function).parameters if p != "context"]
+    names = [source.name for source in sources]
+    if len(params) > len(sources):
+        unmatched = [p for p in params if p not in names][len(sources) - len(params) :]
+        raise DefinitionError(
+            f"Feature view '{view}': the transform's parameter '{unmatched[0]}' matches no "
+            f"source; its sources are {', '.join(names)}. Give it one parameter per source "
+            f"(named after it, or in the order of `sources`), besides `context`."
+        )
+    _check_parameters(view, function, sources)
+    if set(params) == set(names):
+        return tuple(names)
+    for position, param in enumerate(params):
+        if param in names and names.index(param) != position:
+            raise DefinitionError(
+                f"Feature view '{view}': the transform's parameter '{param}' is the name of "
+                f"source '{param}', but by position it would be handed source "
+                f"'{names[position]}'; name every parameter after its source, or put the "
+                f"parameters in the order of `sources`."
+            )
+    return tuple(params)
+
+
+def _aggregates(
+    view: str,
+    function: Callable[..., Any],
+    features: Sequence[Any],
+    interval: timedelta | None,
+    schedule: Schedule,
+    start: datetime,
+) -> Sequence[Any]:
+    """The features, each Aggregate checked against the interval and named; a view mixing
+    Aggregates with Attributes, or Aggregates without an interval, is a DefinitionError."""
+    aggregates = [f for f in features if isinstance(f, Aggregate)]
+    if not aggregates:
+        if interval is not None:
+            raise DefinitionError(
+                f"Feature view '{view}' has an aggregation_interval but no Aggregate features."
+            )
+        return features
+    if len(aggregates) < len(features):
+        raise DefinitionError(
+            f"Feature view '{view}' mixes Aggregate features with others; declare the "
+            f"Attributes in a view of their own."
+        )
+    if interval is None or interval <= timedelta(0):
+        raise DefinitionError(
+            f"Feature view '{view}' declares Aggregate features, so it needs "
+            f"aggregation_interval=timedelta(...) (the step its windows move by)."
+        )
+    if isinstance(schedule, Months) or schedule % interval:
+        raise DefinitionError(
+            f"Feature view '{view}': batch_schedule {schedule} is not a multiple of its "
+            f"aggregation_interval {interval}."
+        )
+    since_epoch = as_utc(start) - datetime(1970, 1, 1, tzinfo=as_utc(start).tzinfo)
+    if since_epoch % interval:
+        raise DefinitionError(
+            f"Feature view '{view}': feature_start_time {as_utc(start):%Y-%m-%d %H:%M} UTC is "
+            f"not on a boundary of its aggregation_interval {interval} (they tile time from "
+            f"1970-01-01 00:00 UTC)."
+        )
+    bound = []
+    for aggregate in aggregates:
+        try:
+            bound.append(aggregate.bound(interval))
+        except DefinitionError as exc:
+            raise DefinitionError(f"Feature view '{view}': {exc.message}") from None
+    types: dict[str, DataType] = {}
+    for aggregate in bound:
+        column, dtype = aggregate.column, aggregate.input_column.dtype
+        if types.setdefault(column, dtype) != dtype:
+            raise DefinitionError(
+                f"Feature view '{view}': column '{column}' is aggregated as both "
+                f"{types[column]!r} and {dtype!r}; give it one type."
+            )
+        if not may_name(function, column):
+            raise DefinitionError(
+                f"Feature view '{view}': Aggregate '{aggregate.name}' is over column "
+                f"'{column}', which the transform does not return (its code never names it); "
+                f"return '{column}' from the transform, or aggregate a column it returns."
+            )
+    return bound
+
+
+def may_name(function: Callable[..., Any], column: str) -> bool:
+    """Whether the function's body may produce a column of that name: it names it (a string
+    or a keyword), builds names (f-strings), or returns a parameter as it is. True when its
+    code cannot be read, since then nothing is known."""
+    try:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(function)))
+    except (OSError, TypeError, SyntaxError):
+        return True
+    functions = ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda
+    definition = next((node for node in ast.walk(tree) if isinstance(node, functions)), None)
+    if definition is None:
+        return True
+    params = {arg.arg for arg in definition.args.args}
+    body = definition.body if isinstance(definition.body, list) else [definition.body]
+    nodes = [node for statement in body for node in ast.walk(statement)]
+    return any(
+        (isinstance(node, ast.Constant) and node.value == column)
+        or (isinstance(node, ast.keyword) and node.arg == column)
+        or isinstance(node, ast.JoinedStr)
+        or (isinstance(node, ast.Attribute) and node.attr == column)
+        or (
+            isinstance(node, ast.Return)
+            and isinstance(node.value, ast.Name)
+            and node.value.id in params
+        )
+        for node in nodes
+    )
 
 
 def realtime_feature_view(
@@ -586,6 +854,11 @@ def realtime_feature_view(
                 f"Feature view '{view}': unknown argument(s) {', '.join(sorted(unsupported))}."
             )
         _check_mode(view, mode, REALTIME_MODES)
+        if any(isinstance(feature, Aggregate) for feature in features):
+            raise DefinitionError(
+                f"Feature view '{view}': a realtime view computes Attributes; declare "
+                f"Aggregates in a batch view with an aggregation_interval."
+            )
         _check_realtime_sources(view, sources)
         _check_parameters(view, function, sources)
         if on_error not in REALTIME_ERROR_POLICIES:

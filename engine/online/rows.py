@@ -78,6 +78,18 @@ def newest_entries(view: BatchFeatureView, paths: Sequence[Path]) -> list[Entry]
     ]
 
 
+def table_entries(view: BatchFeatureView, table: Any) -> list[Entry]:
+    """Store entries of an Arrow table of the view's rows (join keys, the timestamp, the
+    features), one per row."""
+    names = [key.name for key in view.join_keys]
+    features = [feature.name for feature in view.features]
+    micros = table[view.timestamp_field].cast("int64").to_pylist()
+    return [
+        (entity_key([row[k] for k in names]), at, _encode({f: row[f] for f in features}))
+        for row, at in zip(table.to_pylist(), micros, strict=True)
+    ]
+
+
 def read_features(
     store: OnlineStore,
     job: str,

@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 from engine.define.feature_views import BatchFeatureView
 from engine.define.schedule import Schedule, as_utc, boundary, interval_index
 from engine.errors import SettingsError
+from engine.store.tiles import lookback
 
 Interval = tuple[datetime, datetime]
 Windows = dict[str, list[Interval]]  # each feature view's intervals, by name
@@ -93,16 +94,32 @@ def range_notes(
     return notes
 
 
+def _reach_back(view: BatchFeatureView, start: datetime) -> datetime:
+    """Where the intervals whose tiles feed an aggregate view's windows at `start` begin (not
+    before feature_start_time); `start` for other views."""
+    if not view.aggregates:
+        return start
+    reach = lookback(view)
+    return view.feature_start_time if reach is None else max(start - reach, view.feature_start_time)
+
+
 def due_windows(
     views: Sequence[BatchFeatureView], start: datetime, end: datetime, now: datetime | None
 ) -> tuple[Windows, list[str]]:
     """Each view's intervals over [start, end) that are due at `now` (default: the clock),
-    and notes on clipping, widening and intervals not due yet."""
+    and notes on clipping, widening and intervals not due yet. An aggregate view's range
+    starts as far back as its longest window reaches, so its windows at `start` are whole."""
     now = as_utc(now or datetime.now(UTC))
     windows, notes = {}, []
     for view in views:
-        tiled = tile(view.feature_start_time, view.batch_schedule, start, end)
-        notes += range_notes(view.name, view.feature_start_time, start, end, tiled)
+        first = min(_reach_back(view, as_utc(start)), as_utc(start))
+        if first < as_utc(start):
+            notes.append(
+                f"Feature view '{view.name}': its windows reach back to "
+                f"{first:%Y-%m-%d %H:%M}, so the intervals from there on are computed too."
+            )
+        tiled = tile(view.feature_start_time, view.batch_schedule, first, end)
+        notes += range_notes(view.name, view.feature_start_time, first, end, tiled)
         windows[view.name], waiting = split_due(tiled, view.data_delay, now)
         if waiting:
             notes.append(not_due_note(view.name, view.data_delay, waiting))

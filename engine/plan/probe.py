@@ -3,15 +3,13 @@ instead of failing every interval."""
 
 from __future__ import annotations
 
-import ast
-import inspect
-import textwrap
 from collections.abc import Iterable
 
-from engine.define.feature_views import BatchFeatureView
+from engine.arrow import duckdb_cursor
+from engine.define.feature_views import BatchFeatureView, may_name
 from engine.define.sources import PythonConfig
 from engine.errors import SourceError, SourceSchemaError
-from engine.read.sources import source_cursor, source_relation, window_column_type
+from engine.read.sources import source_relation, window_column_type
 
 
 def probe_sources(views: Iterable[BatchFeatureView]) -> None:
@@ -26,50 +24,31 @@ def probe_sources(views: Iterable[BatchFeatureView]) -> None:
 
 
 def _problems(view: BatchFeatureView) -> list[str]:
-    config = view.source.batch_config
-    if isinstance(config, PythonConfig):
-        return []
-    with source_cursor() as con:
-        try:
-            _, _, relation = source_relation(con, view, config)
-        except SourceError as exc:
-            return [exc.message]
-        columns, types = relation.columns, [str(t) for t in relation.types]
-    problems = []
-    try:
-        window_column_type(view, columns, types)
-    except SourceError as exc:
-        problems.append(exc.message)
+    problems, columns = [], []
+    for source in view.sources:
+        if isinstance(source.batch_config, PythonConfig):
+            return problems  # its columns are not known: the join keys cannot be checked
+        with duckdb_cursor() as con:
+            try:
+                _, _, relation = source_relation(con, view, source)
+            except SourceError as exc:
+                return [*problems, exc.message]  # its columns are not known
+            names, types = relation.columns, [str(t) for t in relation.types]
+        if not source.is_unfiltered:
+            try:
+                window_column_type(view, source, names, types)
+            except SourceError as exc:
+                problems.append(exc.message)
+        columns += names
+    names = " or ".join(f"'{source.name}'" for source in view.sources)
     for entity in view.entities:
         for key in entity.join_keys:
-            if key.name not in columns and not _may_return(view, key.name):
+            if key.name not in columns and not may_name(view.function, key.name):
                 problems.append(
-                    f"Feature view '{view.name}': source '{view.source.name}' has no column "
+                    f"Feature view '{view.name}': source {names} has no column "
                     f"'{key.name}' for the join key of entity '{entity.name}', and the transform "
                     f"does not name it, so cannot return it; its columns are "
                     f"{', '.join(columns)}. Rename the join key or the column (in a "
                     f"DuckDBConfig query, for example)."
                 )
     return problems
-
-
-def _may_return(view: BatchFeatureView, column: str) -> bool:
-    """Whether the transform's body names `column`, as a string or a keyword argument: the
-    only ways its output can hold a column the source lacks (`{"key": ...}` in python mode,
-    `.alias("key")` or `with_columns(key=...)` in frame modes). True when its code cannot be
-    read, since then nothing is known."""
-    try:
-        tree = ast.parse(textwrap.dedent(inspect.getsource(view.function)))
-    except (OSError, TypeError, SyntaxError):
-        return True
-    functions = ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda
-    definition = next((node for node in ast.walk(tree) if isinstance(node, functions)), None)
-    if definition is None:
-        return True
-    body = definition.body if isinstance(definition.body, list) else [definition.body]
-    return any(
-        (isinstance(node, ast.Constant) and node.value == column)
-        or (isinstance(node, ast.keyword) and node.arg == column)
-        for statement in body
-        for node in ast.walk(statement)
-    )

@@ -1,6 +1,8 @@
 """Point-in-time correct training data: committed features joined onto a spine of events.
 
-For each spine row and each feature view, the feature row with the same join keys and the
+For an aggregate view, each spine row gets its windows at its time (see
+`engine.define.aggregates`), merged from the committed tiles. For any other feature view,
+each spine row gets the feature row with the same join keys and the
 latest timestamp at or before the spine's (`feature_ts <= spine_ts`: a feature stamped at
 the very instant of the event is used, as in Tecton and Feast). With a view `ttl`, that row
 is used only when `spine_ts - ttl <= feature_ts` (an age of exactly `ttl` still counts, as
@@ -12,8 +14,8 @@ transform returned) wins. Null keys or a null spine timestamp match nothing.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
-from datetime import timedelta
+from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -28,9 +30,11 @@ from engine.errors import SettingsError, SpineError, one_line
 from engine.plan.job import load_job
 from engine.retrieve.offline import read_view
 from engine.serve.transform import answer_rows
+from engine.store.tiles import lookback, windows_at
 
 FeatureRef = str | tuple[str | Path, str] | BatchFeatureView | RealtimeFeatureView | FeatureService
 View = BatchFeatureView | RealtimeFeatureView
+RowsOf = Callable[[BatchFeatureView, datetime | None, datetime], pa.Table]
 _ROW, _TS, _POS = "__rivulet_row", "__rivulet_ts", "__rivulet_pos"
 _UTC_MICROS = pa.timestamp("us", "UTC")
 
@@ -66,19 +70,37 @@ def get_historical_features(
             spine, ["jobs/embeddings.py:text_embedding"], timestamp_field="event_time"
         )
     """
-    table = _spine_table(spine)
     views = [view for ref in features for view in _resolve(ref)]
+
+    def committed(view: BatchFeatureView, start: datetime | None, end: datetime) -> pa.Table:
+        return read_view(view, output=output, start=start, end=end, ordered=not view.aggregates)
+
+    return join_features(spine, views, committed, timestamp_field, secrets_file)
+
+
+def join_features(
+    spine: Any,
+    views: Sequence[View],
+    rows_of: RowsOf,
+    timestamp_field: str | None = None,
+    secrets_file: str | Path | None = None,
+    prefixed: bool = False,
+) -> pa.Table:
+    """`get_historical_features` of view objects, their stored rows (an aggregate view's
+    tiles) over [start, end) given by `rows_of(view, start, end)`; with `prefixed`, every
+    feature column is named `<view>__<feature>`."""
+    table = _spine_table(spine)
     repeated = [name for name, n in Counter(v.name for v in views).items() if n > 1]
     if repeated:
         raise SettingsError(f"Feature view '{repeated[0]}' is requested more than once.")
     ts_column = _timestamp_column(table, timestamp_field)
-    names = _output_names(table.column_names, views)
+    names = _output_names(table.column_names, views, prefixed)
     realtime = [view for view in views if isinstance(view, RealtimeFeatureView)]
     joined = {view.name: view for view in views if isinstance(view, BatchFeatureView)}
     joined.update((s.name, s) for view in realtime for s in view.batch_sources)
     _check_columns(table, views)
     moments = table[ts_column].cast(_UTC_MICROS, safe=False)  # naive is UTC; ns is cut to us
-    found = _point_in_time(table, moments, list(joined.values()), output)
+    found = _point_in_time(table, moments, list(joined.values()), rows_of)
     for view in views:
         if isinstance(view, BatchFeatureView):
             columns = found[view.name]
@@ -110,7 +132,7 @@ def _check_columns(table: pa.Table, views: Sequence[View]) -> None:
 
 
 def _point_in_time(
-    table: pa.Table, moments: pa.Array, views: Sequence[BatchFeatureView], output: str | Path
+    table: pa.Table, moments: pa.Array, views: Sequence[BatchFeatureView], rows_of: RowsOf
 ) -> dict[str, list[pa.Array]]:
     """Each batch view's feature columns for every spine row, by view name."""
     keys = sorted({k.name for v in views for k in v.join_keys})
@@ -128,10 +150,29 @@ def _point_in_time(
                     pa.nulls(table.num_rows, f.dtype.to_arrow()) for f in view.features
                 ]
                 continue
+            if view.aggregates:
+                found[view.name] = _windows(table, moments, view, rows_of, first, last)
+                continue
             since = None if view.ttl is None else first - view.ttl
-            rows = read_view(view, output=output, start=since, end=last + timedelta(0, 0, 1))
+            rows = rows_of(view, since, last + timedelta(0, 0, 1))
             found[view.name] = _join(con, view, rows).columns
     return found
+
+
+def _windows(
+    table: pa.Table,
+    moments: pa.Array,
+    view: BatchFeatureView,
+    rows_of: RowsOf,
+    first: datetime,
+    last: datetime,
+) -> list[pa.Array]:
+    """An aggregate view's feature columns at each spine row's time, from the tiles its
+    windows reach."""
+    reach = lookback(view)
+    tiles = rows_of(view, None if reach is None else first - reach, last + timedelta(0, 0, 1))
+    keys = table.select([k.name for k in view.join_keys])
+    return windows_at(view, tiles, keys, moments).columns
 
 
 def _computed(
@@ -251,14 +292,14 @@ def _timestamp_column(table: pa.Table, name: str | None) -> str:
 
 
 def _output_names(
-    spine_columns: Sequence[str], views: Sequence[View]
+    spine_columns: Sequence[str], views: Sequence[View], prefixed: bool
 ) -> dict[tuple[str, str], str]:
     """Each (view, feature)'s output column: the feature's name, or `<view>__<feature>` when
-    that name is a spine column or a feature of another requested view."""
+    `prefixed` or that name is a spine column or a feature of another requested view."""
     counts = Counter(f.name for v in views for f in v.features)
     names = {
         (v.name, f.name): f"{v.name}__{f.name}"
-        if f.name in spine_columns or counts[f.name] > 1
+        if prefixed or f.name in spine_columns or counts[f.name] > 1
         else f.name
         for v in views
         for f in v.features

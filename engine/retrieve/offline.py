@@ -15,15 +15,15 @@ from typing import TextIO
 
 import duckdb
 import pyarrow as pa
-import pyarrow.parquet as pq
 
-from engine.arrow import quote
+from engine.arrow import duckdb_cursor, quote
 from engine.define.feature_views import BatchFeatureView
 from engine.define.schedule import as_utc, boundary, interval_index
 from engine.errors import SettingsError, StoreError, one_line
 from engine.plan.job import load_job
 from engine.store.parquet import UnreadableFile, committed_files
 from engine.store.reconcile import quarantine_dir
+from engine.store.tiles import lookback, stored_schema, windows_over
 
 FORMATS = ("table", "csv", "parquet")
 
@@ -38,15 +38,34 @@ def read_features(
 ) -> pa.Table:
     """The committed rows of `feature_view` with its timestamp in [start, end) (either bound
     may be left out; naive times are UTC), sorted by timestamp then join keys (ties keep
-    file order), typed as declared. An unknown view raises a SettingsError; a committed file
-    in range that cannot be read raises a StoreError naming it.
+    file order), typed as declared. For an aggregate view, the features at each aggregation
+    interval's end in range (see `aggregated_features`). An unknown view raises a
+    SettingsError; a committed file in range that cannot be read raises a StoreError naming it.
 
     Example:
         table = read_features("jobs/embeddings.py", "text_embedding",
                               start=datetime(2024, 10, 26), end=datetime(2024, 10, 27))
     """
     [view] = load_job(job).select([feature_view])
+    if view.aggregates:
+        return aggregated_features(view, output=output, start=start, end=end)
     return read_view(view, output=output, start=start, end=end)
+
+
+def aggregated_features(
+    view: BatchFeatureView,
+    *,
+    output: str | Path = "offline_store",
+    start: datetime | None = None,
+    end: datetime | None = None,
+) -> pa.Table:
+    """An aggregate view's features at every aggregation interval's end in [start, end)
+    (without `end`, up to the newest committed tile's), one row per entity with rows in
+    its longest window there, merged from the committed tiles that window reaches."""
+    reach = lookback(view)
+    since = None if start is None or reach is None else as_utc(start) - reach
+    tiles = read_view(view, output=output, start=since, end=end, ordered=False)
+    return windows_over(view, tiles, start and as_utc(start), end and as_utc(end))
 
 
 def read_view(
@@ -55,8 +74,11 @@ def read_view(
     output: str | Path = "offline_store",
     start: datetime | None = None,
     end: datetime | None = None,
+    ordered: bool = True,
 ) -> pa.Table:
-    """`read_features` for a feature view object already loaded.
+    """The committed rows of a feature view object already loaded, as stored: an aggregate
+    view's tiles (see `store.tiles`), any other view's features; sorted as `read_features`
+    sorts them, or in no particular order unless `ordered`.
 
     Example:
         table = read_view(job.feature_views["text_embedding"], output="offline_store")
@@ -67,7 +89,7 @@ def read_view(
         raise SettingsError(
             f"The start {start:%Y-%m-%d %H:%M} is not before the end {end:%Y-%m-%d %H:%M}."
         )
-    schema = view.output_schema().remove_metadata()
+    schema = stored_schema(view).remove_metadata()
 
     def overlaps(first: datetime, last: datetime) -> bool:
         return (end is None or first < end) and (start is None or last > start)
@@ -94,8 +116,7 @@ def read_view(
     query = f"SELECT {columns} FROM read_parquet($files, hive_partitioning = false)"
     if where:
         query += " WHERE " + " AND ".join(where)
-    with duckdb.connect() as con:
-        con.execute("SET TimeZone = 'UTC'")
+    with duckdb_cursor() as con:
         try:
             # A plain scan keeps file order, and files are listed oldest interval first.
             table = con.sql(query, params=params).to_arrow_table()
@@ -105,6 +126,8 @@ def read_view(
                 f"read as its declared columns ({', '.join(schema.names)}): {one_line(exc)}. "
                 f"Were they written by another definition? Backfill with overwrite to rewrite."
             ) from exc
+    if not ordered:
+        return table.cast(schema)
     order = [(view.timestamp_field, "ascending")] + [(k.name, "ascending") for k in view.join_keys]
     return table.sort_by(order).cast(schema)  # Arrow's sort is stable: ties keep file order
 
@@ -134,7 +157,12 @@ def write_table(
     if format == "parquet":
         if out is None:
             raise SettingsError("The parquet format writes to a file; give an output path.")
-        pq.write_table(table, out, compression="zstd")
+        with duckdb_cursor() as con:  # in parallel, keeping the rows' order
+            con.register("written", table)
+            con.execute(
+                "COPY (SELECT * FROM written) TO $out (FORMAT parquet, COMPRESSION zstd)",
+                {"out": str(out)},
+            )
         return
     if format == "table":
         import polars as pl

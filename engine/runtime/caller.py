@@ -89,6 +89,28 @@ class CallSpec:
         return inspect.iscoroutinefunction(self.function)
 
 
+def spread(function: Callable[..., Any]) -> Callable[..., Any]:
+    """`function(*inputs, context=...)` as a function of one value, since the call runtime
+    hands its function one: a tuple of inputs (by position) or a dict of them (by name)."""
+
+    def arguments(inputs: tuple[Any, ...] | dict[str, Any]) -> tuple[tuple, dict[str, Any]]:
+        return ((), inputs) if isinstance(inputs, dict) else (inputs, {})
+
+    if inspect.iscoroutinefunction(function):
+
+        async def call_async(inputs: tuple[Any, ...] | dict[str, Any], **kwargs: Any) -> Any:
+            args, named = arguments(inputs)
+            return await function(*args, **named, **kwargs)
+
+        return call_async
+
+    def call(inputs: tuple[Any, ...] | dict[str, Any], **kwargs: Any) -> Any:
+        args, named = arguments(inputs)
+        return function(*args, **named, **kwargs)
+
+    return call
+
+
 class FailedCall(Exception):
     """A call that failed for good; carries the last error and the attempts made."""
 

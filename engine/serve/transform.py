@@ -7,14 +7,13 @@ the limits, the threads and a `ViewCall` per view, all on one event loop.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import inspect
 import time
-from collections.abc import Callable, Coroutine, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 from engine.define.feature_views import RealtimeFeatureView
 from engine.define.fields import Field
@@ -30,8 +29,8 @@ from engine.errors import (
 )
 from engine.plan.rates import worker_rates
 from engine.plan.secrets import literal_secrets, redactor, resolve_secrets
-from engine.runtime.caller import Caller, CallSpec, FailedCall
-from engine.runtime.context import CallContext, Resources, Secrets, running_loop
+from engine.runtime.caller import Caller, CallSpec, FailedCall, spread
+from engine.runtime.context import CallContext, Resources, Secrets, run_sync
 from engine.runtime.limits import Limits
 from engine.runtime.resources import ResourcePool
 from engine.runtime.shared_limits import SharedBuckets
@@ -42,8 +41,6 @@ from engine.serve.values import describe, feature_value, request_value
 
 if TYPE_CHECKING:
     from engine.serve.cache import AnswerCache
-
-T = TypeVar("T")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -73,7 +70,7 @@ class ViewCall:
         inline = not (
             view.resource_providers or view.timeout or inspect.iscoroutinefunction(view.function)
         )
-        spec = replace(CallSpec.of(view), function=_spread(view.function), inline=inline)
+        spec = replace(CallSpec.of(view), function=spread(view.function), inline=inline)
         self.caller = Caller(spec, pool, limits, self.stats, threads, stopper)
         self.cache: AnswerCache | None = None
         if view.cache is not None:
@@ -160,22 +157,6 @@ class ViewCall:
         if len(rows) != 1:
             raise _output_error(self.view, f"returned {len(rows)} rows for one request, not 1")
         return rows[0]
-
-
-def _spread(function: Callable[..., Any]) -> Callable[..., Any]:
-    """`function(*inputs, context=...)` as a function of one tuple of inputs, one per source,
-    since the call runtime hands its function one value."""
-    if inspect.iscoroutinefunction(function):
-
-        async def call_async(inputs: tuple[Any, ...], **kwargs: Any) -> Any:
-            return await function(*inputs, **kwargs)
-
-        return call_async
-
-    def call(inputs: tuple[Any, ...], **kwargs: Any) -> Any:
-        return function(*inputs, **kwargs)
-
-    return call
 
 
 def request_fields(
@@ -355,7 +336,7 @@ def run_transformation(
         finally:
             await runtime.close()
 
-    features = _run_sync(once())
+    features = run_sync(once())
     if view.mode == "pandas":
         import pandas as pd
 
@@ -397,7 +378,7 @@ def answer_rows(
         finally:
             await runtime.close()
 
-    return _run_sync(all_rows())
+    return run_sync(all_rows())
 
 
 def _fields(given: Any) -> Mapping[str, Any]:
@@ -406,11 +387,3 @@ def _fields(given: Any) -> Mapping[str, Any]:
         rows = given.to_dict("records")
         return rows[0] if rows else {}
     return given
-
-
-def _run_sync(coroutine: Coroutine[Any, Any, T]) -> T:
-    """Run a coroutine to its end from sync code, even where a loop already runs (Jupyter)."""
-    if running_loop() is None:
-        return asyncio.run(coroutine)
-    with concurrent.futures.ThreadPoolExecutor(1) as thread:
-        return thread.submit(asyncio.run, coroutine).result()

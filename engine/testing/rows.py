@@ -76,8 +76,11 @@ def _shortest_float32(value: float) -> float:
 
 def read_output(output: Path, view: BatchFeatureView) -> tuple[list[str], list[Row]]:
     """The committed rows of `view` under `output` in golden form, with the column names,
-    sorted by timestamp, join keys, then every other column (so the order is stable)."""
+    sorted by timestamp, join keys, then every other column (so the order is stable). An
+    aggregate view's rows are its features at each aggregation interval's end."""
     import duckdb
+
+    from engine.retrieve.offline import aggregated_features
 
     schema = view.output_schema()
     files = sorted((output / view.name).glob("*/*.parquet"))
@@ -86,11 +89,14 @@ def read_output(output: Path, view: BatchFeatureView) -> tuple[list[str], list[R
     first = [view.timestamp_field, *(key.name for key in view.join_keys)]
     order = first + [name for name in schema.names if name not in first]
     quoted = ", ".join('"' + name.replace('"', '""') + '"' for name in order)
-    with duckdb.connect() as con:
-        table = con.sql(
-            f"SELECT * FROM read_parquet($files, hive_partitioning = false) ORDER BY {quoted}",
-            params={"files": [str(f) for f in files]},
-        ).to_arrow_table()
+    if view.aggregates:
+        table = aggregated_features(view, output=output)
+    else:
+        with duckdb.connect() as con:
+            table = con.sql(
+                f"SELECT * FROM read_parquet($files, hive_partitioning = false) ORDER BY {quoted}",
+                params={"files": [str(f) for f in files]},
+            ).to_arrow_table()
     columns = table.schema.names
     types = [table.schema.field(name).type for name in columns]
     rows = [

@@ -72,7 +72,7 @@ def rows_to_table(
     features_count = len(view.feature_names)
     overrides = any(len(features) > features_count for features in results)
     arrays = []
-    for field in view.output_schema():
+    for field in view.row_schema():
         name = field.name
         if name in view.feature_names:
             values: list | pa.Array = [features[name] for features in results]
@@ -85,7 +85,7 @@ def rows_to_table(
         else:
             values = _source_column(view, source, name)
         arrays.append(_cast(view, field, values, source))
-    table = pa.Table.from_arrays(arrays, schema=view.output_schema())
+    table = pa.Table.from_arrays(arrays, schema=view.row_schema())
     _check_keys(view, table, source)
     return _check_window(view, table, start, end)
 
@@ -99,7 +99,7 @@ def frame_to_table(
     lacking = [name for name in view.carried_columns if name not in table.column_names]
     if lacking:
         table = _carry(view, result, table, source, lacking)
-    schema = view.output_schema()
+    schema = view.row_schema()
     missing = [f.name for f in schema if f.name not in table.column_names]
     extra = [name for name in table.column_names if name not in schema.names]
     if missing or extra:
@@ -290,14 +290,18 @@ def _check_keys(view: BatchFeatureView, table: pa.Table, rows: pa.RecordBatch | 
 def _check_window(
     view: BatchFeatureView, table: pa.Table, start: datetime, end: datetime
 ) -> pa.Table:
-    """The table, unless a row's timestamp is outside [start, end). Compared as microseconds
-    since the epoch: a datetime scalar would have pyarrow import pandas (~0.2 s) to check it."""
+    """The table, unless a row's timestamp is outside [start, end): then an OutputError, or
+    for a view reading beyond the interval the table without those rows. Compared as
+    microseconds since the epoch: a datetime scalar would have pyarrow import pandas
+    (~0.2 s) to check it."""
     micros = table[view.timestamp_field].cast(pa.int64())
     low, high = _micros(start), _micros(end)
     bounds = pc.min_max(micros).as_py()
     if bounds["min"] is None or (bounds["min"] >= low and bounds["max"] < high):
         return table
     outside = pc.or_(pc.less(micros, low), pc.greater_equal(micros, high))
+    if view.reads_beyond_interval:
+        return table.filter(pc.invert(pc.fill_null(outside, True)))
     row = table.filter(pc.fill_null(outside, False)).slice(0, 1).to_pylist()[0]
     raise OutputError(
         f"Feature view '{view.name}' returned a row outside its interval "
@@ -332,7 +336,7 @@ def _as_table(view: BatchFeatureView, result: Any) -> pa.Table:
 
 def _declared_type(view: BatchFeatureView, name: str) -> DataType:
     declared = {k.name: k.dtype for k in view.join_keys} | {view.timestamp_field: Timestamp}
-    return (declared | {f.name: f.dtype for f in view.features})[name]
+    return (declared | {f.name: f.dtype for f in view.row_features})[name]
 
 
 def _wanted(dtype: DataType) -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import itertools
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from contextlib import aclosing
 from dataclasses import dataclass
 from datetime import datetime
@@ -46,10 +46,15 @@ async def run_transform(
     caller: Caller,
     dead_letters: DeadLetters,
     stopped: Callable[[], bool],
+    others: Mapping[str, pa.Table] | None = None,
 ) -> AsyncIterator[pa.Table]:
-    """Yield one output table per source batch, in source order."""
-    runner = _run_python if view.mode == "python" else _run_frames
-    async with aclosing(runner(view, batches, context, caller, dead_letters, stopped)) as tables:
+    """Yield one output table per batch of the first source, in source order; `others`
+    are the other sources' tables by parameter, handed whole to every call (frame modes)."""
+    if view.mode == "python":
+        runner = _run_python(view, batches, context, caller, dead_letters, stopped)
+    else:
+        runner = _run_frames(view, batches, context, caller, dead_letters, stopped, others or {})
+    async with aclosing(runner) as tables:
         async for table in tables:
             yield table
 
@@ -130,11 +135,18 @@ async def _run_frames(
     caller: Caller,
     dead_letters: DeadLetters,
     stopped: Callable[[], bool],
+    others: Mapping[str, pa.Table],
 ) -> AsyncIterator[pa.Table]:
-    """One call per micro-batch (or whole frame), up to `view.concurrency` at once."""
+    """One call per micro-batch (or whole frame), up to `view.concurrency` at once; with
+    several sources, the call's input is a dict of frames by parameter (see `spread`)."""
     to_frame = _frame_converter(view.mode)
     if view.whole_frames:
         batches = coalesced(batches, WHOLE_FRAME_BYTES)
+    whole = {name: to_frame(table) for name, table in others.items()}
+
+    def inputs(batch: pa.RecordBatch) -> Any:
+        frame = to_frame(batch)
+        return {view.parameters[0]: frame, **whole} if len(view.sources) > 1 else frame
 
     async def compute(batch: pa.RecordBatch) -> pa.Table:
         def where() -> str:
@@ -143,7 +155,7 @@ async def _run_frames(
 
         error: RivuletError
         try:
-            result, attempts = await caller(to_frame(batch), context)
+            result, attempts = await caller(inputs(batch), context)
         except FailedCall as failed:
             error, attempts = _transform_error(view, failed, where), failed.attempts
         else:
@@ -230,4 +242,4 @@ def _frame_converter(mode: str) -> Any:
         return pl.from_arrow
     if mode == "pandas":
         return lambda batch: batch.to_pandas()
-    return lambda batch: pa.Table.from_batches([batch])
+    return lambda batch: pa.table(batch)

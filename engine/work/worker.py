@@ -12,21 +12,22 @@ import traceback
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import aclosing
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TypeVar
 
 import pyarrow as pa
 
+from engine.define.feature_views import BatchFeatureView
 from engine.define.secrets import Secret
 from engine.errors import Interrupted, RivuletError, one_line
 from engine.faults import fault_point
 from engine.plan.job import load_job
 from engine.plan.secrets import literal_secrets, redactor
 from engine.plan.tasks import Task
-from engine.read.sources import read_window
-from engine.runtime.caller import Caller, CallSpec
+from engine.read.sources import read_table, read_window
+from engine.runtime.caller import Caller, CallSpec, spread
 from engine.runtime.context import Resources, Secrets
 from engine.runtime.inflight import Places
 from engine.runtime.limits import Limits
@@ -37,6 +38,7 @@ from engine.runtime.stopping import Stopper
 from engine.runtime.threads import DaemonThreads
 from engine.store.dead_letters import DeadLetters
 from engine.store.parquet import AlreadyCommitted, PartitionWriter, partition_dir
+from engine.store.tiles import stored_schema, tile_rows
 from engine.work.modes import BatchContext, run_transform
 
 
@@ -290,8 +292,11 @@ class Worker:
         }
         caller = self._callers.get(view.name)
         if caller is None:
+            spec = CallSpec.of(view)
+            if len(view.sources) > 1:
+                spec = replace(spec, function=spread(view.function))
             caller = Caller(
-                CallSpec.of(view),
+                spec,
                 self._pool,
                 self._limits,
                 self._stats,
@@ -301,10 +306,19 @@ class Worker:
             self._callers[view.name] = caller
         dead_letters = DeadLetters(view, task.start, task.end, self._redact)
         folder = partition_dir(self.settings.output, view.name, task.start)
-        batches = _then(read_window(view, task.start, task.end), read)
-        schema, keys = view.output_schema(), view.carried_columns
+        first, *rest = view.sources
+        batches = _then(read_window(view, first, task.start, task.end), read)
+        others = {
+            parameter: read_table(view, source, task.start, task.end)
+            for parameter, source in zip(view.parameters[1:], rest, strict=True)
+        }
+        schema, keys = stored_schema(view), view.carried_columns
         with PartitionWriter(folder, schema, metadata, filtered_on=keys) as writer:
-            outputs = run_transform(view, batches, context, caller, dead_letters, self._stopped)
+            outputs = run_transform(
+                view, batches, context, caller, dead_letters, self._stopped, others
+            )
+            if view.aggregates:
+                outputs = self._tiled(view, outputs)
             async with aclosing(outputs):
                 await self._write(task, outputs, writer)
             if self._stopped():  # stopped while the last batch was written: commit nothing
@@ -342,6 +356,14 @@ class Worker:
         if in_flight is not None:
             await in_flight
             self._on_rows(task, rows, self._stats)
+
+    async def _tiled(
+        self, view: BatchFeatureView, tables: AsyncIterator[pa.Table]
+    ) -> AsyncIterator[pa.Table]:
+        """The interval's rows as one table of tiles, computed on the writer thread."""
+        rows = [table async for table in tables]
+        merged = pa.concat_tables(rows) if rows else view.row_schema().empty_table()
+        yield await self._loop.run_in_executor(self._writes, tile_rows, view, merged)
 
     async def _on_writer(self, function: Callable[[], T]) -> T:
         """`function()` on the writer thread, after the writes queued there; a cancel waits
