@@ -25,6 +25,7 @@ SCENARIOS = {
     "s11_seed": "seed",
     "s12_schedule": "hourly",
     "s13_online": "online",
+    "s14_aggregates": "aggregates",
 }
 
 
