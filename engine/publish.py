@@ -96,10 +96,13 @@ class Publisher:
         self.store.write(space, chunks[-1] if chunks else [], held)
 
     def _windows(self, view: BatchFeatureView, starts: Sequence[datetime]) -> list[Entry]:
-        """An aggregate view's windows at the end of the newest of the intervals, stamped
+        """An aggregate view's windows at the end of its newest committed interval, stamped
         with it, for every entity with a tile its windows reached since before the oldest
-        one (so an entity whose rows just left every window gets its count of 0)."""
-        newest = max(starts)
+        of `starts` (so an entity whose rows just left every window gets its count of 0).
+        Intervals committed out of order (several workers) are so merged into the newest
+        windows again as each arrives: the store keeps a row of the same time."""
+        committed = [file.start for file in committed_files(self._output, view.name)]
+        newest = max([*starts, *committed])
         end = boundary(
             view.feature_start_time,
             view.batch_schedule,

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
+import statistics
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -625,3 +627,197 @@ def test_an_aggregate_is_declared_on_a_batch_view_only() -> None:
         )
         def summed(request):
             return {}
+
+
+# Found in review: each fails without its fix
+
+
+def test_the_first_spine_rows_window_reaches_its_oldest_tile(write_job, tmp_path) -> None:
+    """The earliest spine time off a boundary: its window starts on the boundary below
+    `time - window`, a tile a read from `time - window` would leave out."""
+    job = write_job(
+        """
+@batch_feature_view(sources=[events], entities=[user], mode="pyarrow",
+    aggregation_interval=timedelta(hours=1), feature_start_time=datetime(2024, 10, 26),
+    features=[Aggregate(Field("amount", Float64), "count", timedelta(hours=2))])
+def counts(events):
+    return events.select(["user_id", "timestamp", "amount"])
+"""
+    )
+    ran = backfill(job, datetime(2024, 10, 26), datetime(2024, 10, 27), output=tmp_path / "o")
+    assert ran.ok
+    spine_one = pa.table({"user_id": ["u0"], "at": pa.array([utc(2024, 10, 26, 9, 45)])})
+    got = get_historical_features(spine_one, [(job, "counts")], output=tmp_path / "o")
+    # the window [07:00, 09:00) holds u0's 07:30 event, in the tile starting 07:00
+    [(count,)] = duckdb.sql(
+        f"""SELECT count(*) FROM read_parquet('{tmp_path / "events.parquet"}')
+        WHERE user_id = 'u0' AND timestamp >= TIMESTAMP '2024-10-26 07:00'
+        AND timestamp < TIMESTAMP '2024-10-26 09:00'"""
+    ).fetchall()
+    assert got["amount_count_2h_1h"].to_pylist() == [count] == [1]
+
+
+def test_intervals_published_out_of_order_still_give_the_newest_windows(
+    fraud_store, tmp_path
+) -> None:
+    """With several workers a later interval can commit, and publish, before an earlier one."""
+    from engine.publish import Publisher
+    from engine.store.parquet import partition_dir
+
+    view = load_job(FRAUD).feature_views["user_transaction_aggregates"]
+    out = tmp_path / "o"
+    shutil.copytree(fraud_store, out)
+    late = partition_dir(out, view.name, utc(2024, 11, 7))
+    shutil.move(late, tmp_path / "aside")
+    publisher = Publisher(
+        f"sqlite:///{tmp_path / 'online.sqlite'}", "fraud_aggregates", out, [view]
+    )
+    try:
+        publisher.publish(view.name, utc(2024, 11, 8), "run")  # 11-07 not committed yet
+        shutil.move(tmp_path / "aside", late)
+        publisher.publish(view.name, utc(2024, 11, 7), "run")
+        [found] = read_online(
+            publisher.store, "fraud_aggregates", [(view, ["u01"])], utc(2024, 12, 1)
+        )
+    finally:
+        publisher.close()
+    [(count,)] = by_hand("""SELECT count(*) FROM events WHERE user_id = 'u01'
+        AND timestamp >= TIMESTAMP '2024-11-02'""")
+    assert found.timestamp == utc(2024, 11, 9)
+    assert found.values["transaction_count_7d_1d"] == count
+
+
+def one_user_view(function: Any, dtype: Any = Float64) -> Any:
+    source = BatchSource("t", FileConfig(uri="unused", timestamp_field="ts"))
+
+    @batch_feature_view(
+        sources=[source],
+        entities=[Entity(name="k", join_keys=[Field("k", String)])],
+        mode="pyarrow",
+        aggregation_interval=timedelta(hours=1),
+        feature_start_time=FIRST,
+        features=[Aggregate(Field("x", dtype), f, timedelta(hours=3)) for f in function],
+    )
+    def xs(t):
+        return t.select(["k", "ts", "x"])
+
+    return xs
+
+
+def test_deviations_of_large_values_keep_their_precision() -> None:
+    from engine.store.tiles import tile_rows, windows_at
+
+    view = one_user_view(["var_pop", "stddev_samp"])
+    values = [1.7e9 + v for v in (1, 2, 3, 4, 5, 6)]
+    times = [utc(2024, 10, 26, h, 10) for h in (0, 0, 1, 1, 2, 2)]
+    rows = pa.table({"k": ["a"] * 6, "ts": pa.array(times, pa.timestamp("us", "UTC")), "x": values})
+    got = windows_at(
+        view,
+        tile_rows(view, rows),
+        pa.table({"k": ["a"]}),
+        pa.array([utc(2024, 10, 26, 3)], pa.timestamp("us", "UTC")),
+    ).to_pylist()[0]
+    assert got["x_var_pop_3h_1h"] == pytest.approx(statistics.pvariance(values), rel=1e-9)
+    assert got["x_stddev_samp_3h_1h"] == pytest.approx(statistics.stdev(values), rel=1e-9)
+
+
+def test_first_and_last_of_rows_at_one_time_follow_their_order() -> None:
+    from engine.aggregation_functions import first, last
+    from engine.store.tiles import tile_rows, windows_at
+
+    view = one_user_view(["first", "last", first(1), last(1)], Int64)
+    for values in ([3, 1], [1, 3]):
+        times = pa.array([utc(2024, 10, 26, 8, 30)] * 2, pa.timestamp("us", "UTC"))
+        rows = pa.table({"k": ["a", "a"], "ts": times, "x": values})
+        got = windows_at(
+            view,
+            tile_rows(view, rows),
+            pa.table({"k": ["a"]}),
+            pa.array([utc(2024, 10, 26, 9)], pa.timestamp("us", "UTC")),
+        ).to_pylist()
+        assert list(got[0].values()) == [values[0], values[-1], values[:1], values[-1:]]
+
+
+def test_an_empty_other_source_keeps_its_columns() -> None:
+    """A mock users frame with no row in range still hands the transform its columns."""
+    view = load_job(FRAUD).feature_views["transaction_user_is_adult"]
+    users = users_frame().iloc[0:0]
+    rows = view.run_transformation(
+        datetime(2024, 10, 27),
+        datetime(2024, 10, 28),
+        mock_inputs={"transactions": transactions_frame(), "users": users},
+    )
+    assert rows.to_arrow().num_rows == 0
+    assert rows.to_arrow().schema == view.row_schema()
+
+
+def test_events_before_every_row_get_empty_windows() -> None:
+    view = load_job(FRAUD).feature_views["user_transaction_aggregates"]
+    events = pa.table({"user_id": ["u1"], "timestamp": pa.array([utc(2024, 10, 20)])})
+    got = view.get_features_for_events(events, mock_inputs={"transactions": transactions_frame()})
+    assert got.to_pandas()["user_transaction_aggregates__transaction_count_30d_1d"].tolist() == [0]
+
+
+def test_a_first_source_read_whole_is_read_for_every_interval() -> None:
+    source = BatchSource("profiles", FileConfig(uri="unused", timestamp_field="updated"))
+
+    @batch_feature_view(
+        sources=[source.unfiltered()],
+        entities=[Entity(name="u", join_keys=[Field("user_id", String)])],
+        mode="pandas", batch_schedule=timedelta(days=1), feature_start_time=FIRST,
+        features=[Attribute("age", Int64)], timestamp_field="timestamp",
+    )  # fmt: skip
+    def ages(profiles: pd.DataFrame, context) -> pd.DataFrame:
+        stamp = pd.Timestamp(context.end_time) - pd.Timedelta(microseconds=1)
+        return profiles.assign(timestamp=stamp)[["user_id", "timestamp", "age"]]
+
+    profiles = pd.DataFrame(
+        {"user_id": ["u1"], "updated": pd.to_datetime(["2024-10-28"]), "age": [30]}
+    )
+    events = pa.table(
+        {"user_id": ["u1", "u1"], "at": pa.array([utc(2024, 10, 27, 6), utc(2024, 10, 29, 6)])}
+    )
+    got = ages.get_features_for_events(events, mock_inputs={"profiles": profiles})
+    assert got.to_pandas()["ages__age"].tolist() == [30, 30]
+
+
+def test_other_source_frames_are_each_calls_own() -> None:
+    source = BatchSource("t", FileConfig(uri="unused", timestamp_field="timestamp"))
+    users = BatchSource("users", FileConfig(uri="unused", timestamp_field="signup_timestamp"))
+
+    @batch_feature_view(
+        sources=[source, users.unfiltered()],
+        entities=[Entity(name="u", join_keys=[Field("user_id", String)])],
+        mode="pandas", batch_schedule=timedelta(days=1), feature_start_time=FIRST,
+        features=[Attribute("n", Int64)], micro_batch_size=1, concurrency=1,
+    )  # fmt: skip
+    def bumped(t: pd.DataFrame, users: pd.DataFrame) -> pd.DataFrame:
+        users["n"] = 1 if "n" not in users else users["n"] + 1  # changes its frame in place
+        return t.assign(n=int(users["n"].iloc[0]))[["user_id", "timestamp", "n"]]
+
+    rows = bumped.run_transformation(
+        datetime(2024, 10, 27),
+        datetime(2024, 10, 28),
+        mock_inputs={"t": transactions_frame(), "users": users_frame()},
+    )
+    assert rows.to_pandas()["n"].tolist() == [1, 1]
+
+
+def test_the_probe_still_names_a_join_key_a_passthrough_cannot_return(write_job) -> None:
+    from engine.errors import SourceSchemaError
+    from engine.plan.probe import probe_sources
+
+    job = write_job(
+        """
+account = Entity(name="account", join_keys=[Field("account", String)])
+
+@batch_feature_view(sources=[events], entities=[account], mode="pandas",
+    batch_schedule=timedelta(days=1), feature_start_time=datetime(2024, 10, 26),
+    features=[Attribute("amount", Float64)])
+def passthrough(events):
+    print(f"{len(events)} rows")
+    return events
+"""
+    )
+    with pytest.raises(SourceSchemaError, match="no column 'account' for the join key"):
+        probe_sources(load_job(job).feature_views.values())

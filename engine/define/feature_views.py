@@ -781,7 +781,7 @@ def _aggregates(
                 f"Feature view '{view}': column '{column}' is aggregated as both "
                 f"{types[column]!r} and {dtype!r}; give it one type."
             )
-        if not may_name(function, column):
+        if not may_name(function, column, dynamic=True):
             raise DefinitionError(
                 f"Feature view '{view}': Aggregate '{aggregate.name}' is over column "
                 f"'{column}', which the transform does not return (its code never names it); "
@@ -790,10 +790,12 @@ def _aggregates(
     return bound
 
 
-def may_name(function: Callable[..., Any], column: str) -> bool:
-    """Whether the function's body may produce a column of that name: it names it (a string
-    or a keyword), builds names (f-strings), or returns a parameter as it is. True when its
-    code cannot be read, since then nothing is known."""
+def may_name(function: Callable[..., Any], column: str, *, dynamic: bool = False) -> bool:
+    """Whether the function's body names `column`, as a string or a keyword: the only ways
+    its output can hold a column its input lacks (`{"key": ...}` in python mode,
+    `.alias("key")` or `with_columns(key=...)` in frame modes). With `dynamic`, also when it
+    builds names (f-strings) or returns a parameter as it is (then the column may come from
+    a source). True when its code cannot be read, since then nothing is known."""
     try:
         tree = ast.parse(textwrap.dedent(inspect.getsource(function)))
     except (OSError, TypeError, SyntaxError):
@@ -805,10 +807,15 @@ def may_name(function: Callable[..., Any], column: str) -> bool:
     params = {arg.arg for arg in definition.args.args}
     body = definition.body if isinstance(definition.body, list) else [definition.body]
     nodes = [node for statement in body for node in ast.walk(statement)]
-    return any(
+    named = any(
         (isinstance(node, ast.Constant) and node.value == column)
         or (isinstance(node, ast.keyword) and node.arg == column)
-        or isinstance(node, ast.JoinedStr)
+        for node in nodes
+    )
+    if named or not dynamic:
+        return named
+    return any(
+        isinstance(node, ast.JoinedStr)
         or (isinstance(node, ast.Attribute) and node.attr == column)
         or (
             isinstance(node, ast.Return)

@@ -43,13 +43,15 @@ def read_window(
 def read_table(
     view: BatchFeatureView, source: FilteredSource, start: datetime, end: datetime
 ) -> pa.Table:
-    """All of `read_window` as one table (for a source handed to the transform whole)."""
+    """All of `read_window` as one table (for a source handed to the transform whole), with
+    the source's columns even when the range holds no row."""
+    low, high = source.window(start, end)
+    if isinstance(source.batch_config, PythonConfig):
+        return _python_table(view, source, source.batch_config, low, high)
     batches = list(read_window(view, source, start, end))
     if batches:
         return pa.Table.from_batches(batches)
     with duckdb_cursor() as con:
-        if isinstance(source.batch_config, PythonConfig):
-            return pa.table({})
         base, params, _ = source_relation(con, view, source)
         return con.sql(f"SELECT * FROM ({base}) LIMIT 0", params=params or None).to_arrow_table()
 
@@ -179,6 +181,16 @@ def _read_python(
     low: datetime | None,
     high: datetime | None,
 ) -> Iterator[pa.RecordBatch]:
+    yield from _python_table(view, source, config, low, high).to_batches(view.batch_rows)
+
+
+def _python_table(
+    view: BatchFeatureView,
+    source: FilteredSource,
+    config: PythonConfig,
+    low: datetime | None,
+    high: datetime | None,
+) -> pa.Table:
     """The loader's rows in [low, high), called as `loader(start_time=low, end_time=high)`
     (None for an unbounded end)."""
     name = getattr(config.loader, "__name__", "loader")
@@ -216,7 +228,7 @@ def _read_python(
             masks.append(pc.less(column, pa.scalar(high, UTC_MICROS)))
         if masks:
             table = table.filter(functools.reduce(pc.and_, masks))
-    yield from table.to_batches(max_chunksize=view.batch_rows)
+    return _utc_window_column(view, source, table)
 
 
 def _filter_lazy(field: str, loaded: Any, low: datetime | None, high: datetime | None) -> Any:

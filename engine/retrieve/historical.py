@@ -30,7 +30,7 @@ from engine.errors import SettingsError, SpineError, one_line
 from engine.plan.job import load_job
 from engine.retrieve.offline import read_view
 from engine.serve.transform import answer_rows
-from engine.store.tiles import lookback, windows_at
+from engine.store.tiles import tiles_from, windows_at
 
 FeatureRef = str | tuple[str | Path, str] | BatchFeatureView | RealtimeFeatureView | FeatureService
 View = BatchFeatureView | RealtimeFeatureView
@@ -169,8 +169,7 @@ def _windows(
 ) -> list[pa.Array]:
     """An aggregate view's feature columns at each spine row's time, from the tiles its
     windows reach."""
-    reach = lookback(view)
-    tiles = rows_of(view, None if reach is None else first - reach, last + timedelta(0, 0, 1))
+    tiles = rows_of(view, tiles_from(view, first), last + timedelta(0, 0, 1))
     keys = table.select([k.name for k in view.join_keys])
     return windows_at(view, tiles, keys, moments).columns
 

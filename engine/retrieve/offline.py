@@ -23,7 +23,7 @@ from engine.errors import SettingsError, StoreError, one_line
 from engine.plan.job import load_job
 from engine.store.parquet import UnreadableFile, committed_files
 from engine.store.reconcile import quarantine_dir
-from engine.store.tiles import lookback, stored_schema, windows_over
+from engine.store.tiles import stored_schema, tiles_from, windows_over
 
 FORMATS = ("table", "csv", "parquet")
 
@@ -62,8 +62,7 @@ def aggregated_features(
     """An aggregate view's features at every aggregation interval's end in [start, end)
     (without `end`, up to the newest committed tile's), one row per entity with rows in
     its longest window there, merged from the committed tiles that window reaches."""
-    reach = lookback(view)
-    since = None if start is None or reach is None else as_utc(start) - reach
+    since = None if start is None else tiles_from(view, as_utc(start))
     tiles = read_view(view, output=output, start=since, end=end, ordered=False)
     return windows_over(view, tiles, start and as_utc(start), end and as_utc(end))
 

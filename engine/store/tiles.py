@@ -54,8 +54,8 @@ def parts(aggregate: Aggregate) -> list[Part]:
         return [Part(name, name + "({c})", given)]
     if name in ("first", "last") and n is None:
         pick, when = ("arg_min", "min") if name == "first" else ("arg_max", "max")
-        return [
-            Part(name, pick + "({c}, {t})" + kept, given),
+        return [  # rows of one time in their order, as the lists keep them
+            Part(name, pick + "({c}, {{'t': {t}, 'p': __pos}})" + kept, given),
             Part(f"{name}_t", when + "({t})" + kept, _UTC_MICROS),
         ]
     if name in SPREADS:
@@ -222,6 +222,14 @@ def _merge_query(
         f"{name} AS (PARTITION BY {keys} ORDER BY {AT} {text})" for text, name in frames.items()
     )
     inner = ", ".join(f"{sql} AS {alias}" for sql, alias in windowed.items())
+    pivots = {
+        quote(f"{a.column}__pivot"): f"min({quote(a.column + '__avg')}) OVER (PARTITION BY {keys})"
+        for a in view.aggregates
+        if a.function.name in SPREADS
+    }
+    if pivots:
+        pivoted = ", ".join(f"{sql} AS {name}" for name, sql in pivots.items())
+        stream = f"SELECT *, {pivoted} FROM ({stream})"
     return f"""
         SELECT {", ".join([keys, AT, *carried, *finished])} FROM (
             SELECT *, {inner} FROM ({stream}) WINDOW {windows}
@@ -256,8 +264,9 @@ def _merge(aggregate: Aggregate, over: Callable[[str, int | None, int], str]) ->
     if name in ("first", "last") and n is None:
         pick = "arg_min" if name == "first" else "arg_max"
         return merged(f"{pick}({part(name)}, {part(name + '_t')})")
-    if name in SPREADS:
-        count, mean, m2 = part("n"), part("avg"), part("m2")
+    if name in SPREADS:  # the means measured from the entity's pivot, so nothing cancels
+        count, m2 = part("n"), part("m2")
+        mean = f"({part('avg')} - {quote(f'{aggregate.column}__pivot')})"
         total, weighted = merged(f"sum({count})"), merged(f"sum({count} * {mean})")
         squares, within = merged(f"sum({count} * {mean} * {mean})"), merged(f"sum({m2})")
         spread = f"greatest({within} + {squares} - {weighted} * {weighted} / {total}, 0)"
@@ -303,9 +312,19 @@ def _longest(view: BatchFeatureView) -> int | None:
 
 
 def lookback(view: BatchFeatureView) -> timedelta | None:
-    """How far back of a moment the view's windows reach; None for a lifetime window."""
+    """How far back of an interval's end the view's windows reach; None for a lifetime
+    window."""
     longest = _longest(view)
     return None if longest is None else timedelta(microseconds=longest)
+
+
+def tiles_from(view: BatchFeatureView, moment: datetime) -> datetime | None:
+    """The start of the oldest tile a window at `moment` reaches (None: all of them)."""
+    longest = _longest(view)
+    if longest is None:
+        return None
+    e = _floor(_us(moment), _micros(view.aggregation_interval))
+    return _EPOCH + timedelta(microseconds=e - longest)
 
 
 def _micros(duration: timedelta | None) -> int:

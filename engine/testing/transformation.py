@@ -13,7 +13,7 @@ import asyncio
 from collections.abc import Mapping, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import pyarrow as pa
@@ -37,7 +37,7 @@ from engine.runtime.stats import CallStats
 from engine.runtime.stopping import Stopper
 from engine.runtime.threads import DaemonThreads
 from engine.store.dead_letters import DeadLetters
-from engine.store.tiles import tile_rows
+from engine.store.tiles import stored_schema, tile_rows
 from engine.work.modes import BatchContext, run_transform
 
 
@@ -101,7 +101,10 @@ def features_for_events(
         """Every interval from `start` (or the first source's first row) up to the one
         holding `end`."""
         earliest = max(start or view.feature_start_time, _earliest(view, first))
-        intervals = tile(view.feature_start_time, view.batch_schedule, earliest, _end(view, end))
+        last = _end(view, end)
+        if earliest >= last:  # every event is before the first row: nothing to compute
+            return stored_schema(view).empty_table()
+        intervals = tile(view.feature_start_time, view.batch_schedule, earliest, last)
         tables = run_sync(_run(mocked, intervals, resources or {}))
         rows = pa.concat_tables(tables) if tables else view.row_schema().empty_table()
         return tile_rows(view, rows) if view.aggregates else rows
@@ -153,13 +156,21 @@ def _returning(table: pa.Table) -> Any:
 
 
 def _earliest(view: BatchFeatureView, first: pa.Table) -> datetime:
-    """The first source's earliest row time (the view's start without one): no interval
-    before it has rows of it."""
-    field = view.window_field_of(view.sources[0])
-    if field not in first.column_names or not pa.types.is_timestamp(first[field].type):
+    """The start of the earliest interval whose range of the first source holds one of its
+    rows (the view's start when that range is unbounded, or the frame has no times)."""
+    source, field = view.sources[0], view.window_field_of(view.sources[0])
+    if source.start.anchor == "past" or field not in first.column_names:
+        return view.feature_start_time
+    if not pa.types.is_timestamp(first[field].type):
         return view.feature_start_time
     earliest = pc.min(first[field].cast(pa.timestamp("us", "UTC"), safe=False)).as_py()
-    return max(view.feature_start_time, earliest) if earliest else view.feature_start_time
+    if earliest is None:
+        return view.feature_start_time
+    # A range starting `offset` before the interval's start (or end) reaches back that far.
+    reach = -source.start.offset if source.start.offset < timedelta(0) else timedelta(0)
+    if source.start.anchor == "end" and isinstance(view.batch_schedule, timedelta):
+        reach += view.batch_schedule
+    return max(view.feature_start_time, earliest - reach)
 
 
 def _end(view: BatchFeatureView, moment: datetime) -> datetime:

@@ -143,10 +143,15 @@ async def _run_frames(
     if view.whole_frames:
         batches = coalesced(batches, WHOLE_FRAME_BYTES)
     whole = {name: to_frame(table) for name, table in others.items()}
+    # Each call its own pandas frame (shallow; copy-on-write copies what it changes): a call
+    # changing one in place must not change it for the next.
+    shared = (lambda frame: frame.copy(deep=False)) if view.mode == "pandas" else (lambda f: f)
 
     def inputs(batch: pa.RecordBatch) -> Any:
         frame = to_frame(batch)
-        return {view.parameters[0]: frame, **whole} if len(view.sources) > 1 else frame
+        if len(view.sources) == 1:
+            return frame
+        return {view.parameters[0]: frame, **{n: shared(f) for n, f in whole.items()}}
 
     async def compute(batch: pa.RecordBatch) -> pa.Table:
         def where() -> str:
