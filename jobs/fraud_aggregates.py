@@ -10,6 +10,7 @@ partial aggregates per user and day; reading it back (`rivulet read`,
 
     rivulet backfill jobs/fraud_aggregates.py --start 2024-10-26 --end 2024-11-09
     rivulet read jobs/fraud_aggregates.py user_transaction_aggregates
+    rivulet serve jobs/fraud_aggregates.py   # the `fraud_windows` service, by user_id
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from engine import (
     Attribute,
     BatchSource,
     Entity,
+    FeatureService,
     Field,
     FileConfig,
     Float64,
@@ -97,3 +99,7 @@ def user_transaction_aggregates(transactions: pd.DataFrame) -> pd.DataFrame:
     df = transactions[["user_id", "timestamp", "amount"]].copy()
     df["transaction"] = 1
     return df
+
+
+# Served by user_id: each user's windows as of the newest committed day.
+fraud_windows = FeatureService(name="fraud_windows", features=[user_transaction_aggregates])

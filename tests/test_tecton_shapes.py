@@ -328,6 +328,20 @@ def test_the_fraud_job_matches_its_golden_files_and_they_hold_the_windows() -> N
             assert row[f"amount_mean_{width}d_1d"] == pytest.approx(mean, rel=1e-12)
 
 
+def test_the_service_answers_the_online_windows(fraud_store) -> None:
+    from engine import FeatureServer
+
+    with FeatureServer(FRAUD, output=fraud_store) as server:
+        vector = server.get_features("fraud_windows", join_keys={"user_id": "u03"}).features
+    [(count, mean)] = by_hand("""SELECT count(*), avg(amount) FROM events
+        WHERE user_id = 'u03' AND timestamp >= TIMESTAMP '2024-10-10'""")
+    by_name = {feature.name: feature for feature in vector}
+    total = by_name["user_transaction_aggregates.transaction_count_30d_1d"]
+    assert (total.value, total.status, total.effective_time) == (count, "PRESENT", utc(2024, 11, 9))
+    mean_30d = by_name["user_transaction_aggregates.amount_mean_30d_1d"].value
+    assert mean_30d == pytest.approx(mean, rel=1e-12)
+
+
 # The unit-test API, with mock inputs
 
 
