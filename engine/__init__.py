@@ -8,7 +8,7 @@ free of Arrow, DuckDB and Polars.
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from engine.define.aggregates import Aggregate, LifetimeWindow, TimeWindow
+from engine.define.aggregates import Aggregate, LifetimeWindow, TimeWindow, TimeWindowSeries
 from engine.define.environment import Environment
 from engine.define.feature_views import (
     BatchFeatureView,
@@ -104,6 +104,7 @@ __all__ = [
     "String",
     "TectonTimeConstant",
     "TimeWindow",
+    "TimeWindowSeries",
     "Timestamp",
     "backfill",
     "batch_feature_view",

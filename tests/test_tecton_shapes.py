@@ -30,6 +30,7 @@ from engine import (
     Int64,
     String,
     TimeWindow,
+    TimeWindowSeries,
     backfill,
     batch_feature_view,
     get_historical_features,
@@ -50,6 +51,7 @@ EVENTS = REPO / "fixtures" / "data" / "events"
 USERS = REPO / "fixtures" / "data" / "users" / "users.parquet"
 FIRST, END = datetime(2024, 10, 26), datetime(2024, 11, 9)
 USER_IDS = ["u01", "u02", "u03", "u04", "u05", "u06"]
+DAY = timedelta(days=1)
 
 
 def utc(*parts: int) -> datetime:
@@ -273,6 +275,31 @@ def test_every_function_and_window_kind_equals_a_handwritten_query(shapes_store)
             expected = [in_python(name, function.n, row[0] or []) for row in lists]
             assert values == expected, name
         assert any(v not in (None, 0) for v in values), f"{feature.name} is never set"
+
+
+def test_a_time_window_series_is_a_list_of_its_windows(shapes_store) -> None:
+    view = load_job(SHAPES).feature_views["user_quantity_series"]
+    assert [f.name for f in view.features] == [
+        "quantity_sum_series_3d_1d_1d",
+        "quantity_count_series_5d_2d_step_1d_end_1d_1d",
+    ]
+    got = get_historical_features(
+        spine(), [view], output=shapes_store, timestamp_field="event_time"
+    ).to_pylist()
+    # windows as (days back to their start, days back to their end), oldest first
+    for feature, spans, sql in (
+        ("quantity_sum_series_3d_1d_1d", [(3, 2), (2, 1), (1, 0)], "sum(r.quantity)"),
+        ("quantity_count_series_5d_2d_step_1d_end_1d_1d", [(5, 3), (4, 2), (3, 1)],
+         "count(r.quantity)"),
+    ):  # fmt: skip
+        expected = [
+            [row[0] for row in windowed(sql, f"e - INTERVAL {back} DAY", f"e - INTERVAL {to} DAY")]
+            for back, to in spans
+        ]
+        assert [row[feature] for row in got] == [
+            list(values) for values in zip(*expected, strict=True)
+        ]
+    assert any(sum(v or 0 for v in row["quantity_sum_series_3d_1d_1d"]) for row in got)
 
 
 def test_a_backfill_computes_the_intervals_its_windows_reach_back_to(tmp_path) -> None:
@@ -551,6 +578,32 @@ def test_a_valid_declaration_gets_tectons_feature_names() -> None:
                 ]
             },
             "Feature view 'user_sums' mixes Aggregate features with others",
+        ),
+        (
+            {
+                "features": [
+                    Aggregate(
+                        Field("amount", Float64),
+                        "sum",
+                        TimeWindowSeries(series_start=timedelta(hours=-36), window_size=DAY),
+                    )
+                ]
+            },
+            "Feature view 'user_sums': Aggregate 'amount': its series_start -2 days, 12:00:00 "
+            "is not a multiple of the aggregation_interval 1 day",
+        ),
+        (
+            {
+                "features": [
+                    Aggregate(
+                        Field("amount", Float64),
+                        "sum",
+                        TimeWindowSeries(series_start=-DAY, window_size=timedelta(days=2)),
+                    )
+                ]
+            },
+            "a TimeWindowSeries needs a positive window_size and step_size, a series_end of "
+            "zero or less, and room for a window",
         ),
         (
             {"aggregation_interval": None, "batch_schedule": timedelta(days=1)},

@@ -99,7 +99,32 @@ class LifetimeWindow:
     """Every row before e (from the view's feature_start_time)."""
 
 
-Window = TimeWindow | LifetimeWindow
+@dataclass(frozen=True)
+class TimeWindowSeries:
+    """A list of windows of `window_size`, oldest first, starting at e + `series_start`
+    (negative) and every `step_size` (default: `window_size`) after, each ending at or
+    before e + `series_end` (zero or negative): `TimeWindowSeries(series_start=
+    timedelta(days=-7), window_size=timedelta(days=1))` is the 7 days before e, a day each."""
+
+    series_start: timedelta
+    window_size: timedelta
+    step_size: timedelta | None = None
+    series_end: timedelta = timedelta(0)
+
+    @property
+    def step(self) -> timedelta:
+        return self.step_size or self.window_size
+
+    def windows(self) -> list[TimeWindow]:
+        """Each window of the series as a TimeWindow (its offset its end's, from e)."""
+        found, end = [], self.series_start + self.window_size
+        while end <= self.series_end:
+            found.append(TimeWindow(self.window_size, offset=end))
+            end += self.step
+        return found
+
+
+Window = TimeWindow | LifetimeWindow | TimeWindowSeries
 
 
 @dataclass(frozen=True)
@@ -149,10 +174,10 @@ class Aggregate:
             )
         if isinstance(time_window, timedelta):
             time_window = TimeWindow(time_window)
-        if not isinstance(time_window, TimeWindow | LifetimeWindow):
+        if not isinstance(time_window, TimeWindow | LifetimeWindow | TimeWindowSeries):
             raise DefinitionError(
-                f"Aggregate over '{column}': time_window must be a timedelta, TimeWindow(...) "
-                f"or LifetimeWindow(), not {type(time_window).__name__}."
+                f"Aggregate over '{column}': time_window must be a timedelta, TimeWindow(...), "
+                f"TimeWindowSeries(...) or LifetimeWindow(), not {type(time_window).__name__}."
             )
         if function.name in NUMERIC and input_column.dtype not in NUMBERS:
             raise DefinitionError(
@@ -171,9 +196,20 @@ class Aggregate:
         return self.input_column.name
 
     @property
+    def windows(self) -> list[TimeWindow | LifetimeWindow]:
+        """The windows it aggregates over: one, or a series' several."""
+        window = self.time_window
+        return window.windows() if isinstance(window, TimeWindowSeries) else [window]
+
+    @property
     def dtype(self) -> DataType:
-        """The feature's type: counts are Int64; means, deviations and percentiles Float64;
-        sums of integers Int64; first/last n values an Array; the rest the column's type."""
+        """The feature's type: an Array of one value per window for a series, else the
+        value's: counts are Int64; means, deviations and percentiles Float64; sums of
+        integers Int64; first/last n values an Array; the rest the column's type."""
+        value = self._value_type()
+        return Array(value) if isinstance(self.time_window, TimeWindowSeries) else value
+
+    def _value_type(self) -> DataType:
         name, given = self.function.name, self.input_column.dtype
         if name in ("count", "approx_count_distinct"):
             return Int64
@@ -187,19 +223,37 @@ class Aggregate:
 
     def bound(self, interval: timedelta) -> Aggregate:
         """This aggregate in a view of that aggregation interval (checked, and named)."""
-        window = self.time_window
+        window, which = self.time_window, f"Aggregate '{self.name or self.column}'"
+        sizes = {"time_window": getattr(window, "window_size", interval)}
         if isinstance(window, TimeWindow):
-            for what, size in (("time_window", window.window_size), ("offset", window.offset)):
-                if not isinstance(size, timedelta) or size % interval:
-                    raise DefinitionError(
-                        f"Aggregate '{self.name or self.column}': its {what} {size} is not a "
-                        f"multiple of the aggregation_interval {interval}."
-                    )
-            if window.window_size <= timedelta(0) or window.offset > timedelta(0):
+            sizes["offset"] = window.offset
+        if isinstance(window, TimeWindowSeries):
+            sizes.update(series_start=window.series_start, step_size=window.step,
+                         series_end=window.series_end)  # fmt: skip
+        for what, size in sizes.items():
+            if not isinstance(size, timedelta) or size % interval:
                 raise DefinitionError(
-                    f"Aggregate '{self.name or self.column}': time_window needs a positive "
-                    f"window_size and an offset of zero or less, not {window}."
+                    f"{which}: its {what} {size} is not a multiple of the aggregation_interval "
+                    f"{interval}."
                 )
+        if isinstance(window, TimeWindow) and (
+            window.window_size <= timedelta(0) or window.offset > timedelta(0)
+        ):
+            raise DefinitionError(
+                f"{which}: time_window needs a positive window_size and an offset of zero or "
+                f"less, not {window}."
+            )
+        if isinstance(window, TimeWindowSeries) and (
+            window.window_size <= timedelta(0)
+            or window.step <= timedelta(0)
+            or window.series_end > timedelta(0)
+            or not window.windows()
+        ):
+            raise DefinitionError(
+                f"{which}: a TimeWindowSeries needs a positive window_size and step_size, a "
+                f"series_end of zero or less, and room for a window from series_start to "
+                f"series_end, not {window}."
+            )
         bound = Aggregate(
             self.input_column, self.function, window, self.name or None, self.description
         )
@@ -209,10 +263,17 @@ class Aggregate:
 
 
 def default_name(aggregate: Aggregate, interval: timedelta) -> str:
-    """Tecton's name: `amt_mean_30d_1d`, `amt_sum_7d_offset_1d_1d`, `amt_max_lifetime_1d`."""
+    """Tecton's name: `amt_mean_30d_1d`, `amt_sum_7d_offset_1d_1d`, `amt_max_lifetime_1d`;
+    for a series `amt_sum_series_7d_1d_1d` (7 days back, windows of a day)."""
     window = aggregate.time_window
     if isinstance(window, LifetimeWindow):
         span = "lifetime"
+    elif isinstance(window, TimeWindowSeries):
+        span = f"series_{duration_label(-window.series_start)}_{duration_label(window.window_size)}"
+        if window.step != window.window_size:
+            span += f"_step_{duration_label(window.step)}"
+        if window.series_end:
+            span += f"_end_{duration_label(-window.series_end)}"
     else:
         span = duration_label(window.window_size)
         if window.offset:

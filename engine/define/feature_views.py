@@ -565,6 +565,7 @@ def batch_feature_view(
     description: str | None = None,
     owner: str | None = None,
     tags: dict[str, str] | None = None,
+    incremental_backfills: bool = False,
     **unsupported: Any,
 ) -> Callable[[Callable[..., Any]], BatchFeatureView]:
     """Declare a batch feature view over one or more batch sources.
@@ -574,7 +575,8 @@ def batch_feature_view(
     a frame out). The transform may be `async def`. It takes one parameter per source,
     matched by name when every parameter is a source's name, else in order. With
     `aggregation_interval`, `features` are Aggregates of the columns the transform returns
-    (and `batch_schedule` defaults to the interval).
+    (and `batch_schedule` defaults to the interval). `incremental_backfills` is accepted as
+    Tecton has it; a backfill always computes interval by interval here, as it then does.
 
     Example:
         @batch_feature_view(mode="python", sources=[events], entities=[user],
@@ -592,6 +594,8 @@ def batch_feature_view(
                 f"Feature view '{view}': unknown argument(s) {', '.join(sorted(unsupported))}."
             )
         _check_mode(view, mode, BATCH_MODES)
+        if not isinstance(incremental_backfills, bool):
+            raise DefinitionError(f"Feature view '{view}': incremental_backfills must be a bool.")
         if on_error not in ERROR_POLICIES:
             raise DefinitionError(
                 f"Feature view '{view}' has on_error '{on_error}'; use one of "

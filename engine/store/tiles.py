@@ -20,7 +20,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from engine.arrow import duckdb_cursor, quote
-from engine.define.aggregates import SPREADS, Aggregate, LifetimeWindow
+from engine.define.aggregates import (
+    SPREADS,
+    Aggregate,
+    LifetimeWindow,
+    TimeWindow,
+    TimeWindowSeries,
+)
 from engine.define.feature_views import BatchFeatureView
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -237,14 +243,30 @@ def _merge_query(
 
 
 def _merge(aggregate: Aggregate, over: Callable[[str, int | None, int], str]) -> str:
-    """The SQL merging the aggregate's partial columns in its window into its feature;
-    `over(sql, size, offset)` names a windowed expression."""
-    name, n = aggregate.function.name, aggregate.function.n
-    window = aggregate.time_window
+    """The SQL merging the aggregate's partial columns in its window into its feature (a
+    list of one value per window, for a series); `over(sql, size, offset)` names a windowed
+    expression."""
+    merged = [_merge_window(aggregate, over, *_span(window)) for window in aggregate.windows]
+    if isinstance(aggregate.time_window, TimeWindowSeries):
+        return f"[{', '.join(merged)}]"
+    return merged[0]
+
+
+def _span(window: TimeWindow | LifetimeWindow) -> tuple[int | None, int]:
+    """A window's size and how far before e it ends, in microseconds (None: unbounded)."""
     if isinstance(window, LifetimeWindow):
-        size, offset = None, 0
-    else:
-        size, offset = _micros(window.window_size), -_micros(window.offset)
+        return None, 0
+    return _micros(window.window_size), -_micros(window.offset)
+
+
+def _merge_window(
+    aggregate: Aggregate,
+    over: Callable[[str, int | None, int], str],
+    size: int | None,
+    offset: int,
+) -> str:
+    """`_merge` over one window of `size` ending `offset` before e."""
+    name, n = aggregate.function.name, aggregate.function.n
 
     def merged(sql: str) -> str:
         return over(sql, size, offset)
@@ -303,11 +325,11 @@ def _rows(size: int | None, offset: int, micros: int) -> str:
 def _longest(view: BatchFeatureView) -> int | None:
     """The microseconds back from e the view's windows reach; None for a lifetime window."""
     reaches = []
-    for aggregate in view.aggregates:
-        window = aggregate.time_window
-        if isinstance(window, LifetimeWindow):
+    for window in (window for aggregate in view.aggregates for window in aggregate.windows):
+        size, offset = _span(window)
+        if size is None:
             return None
-        reaches.append(_micros(window.window_size) - _micros(window.offset))
+        reaches.append(size + offset)
     return max(reaches)
 
 

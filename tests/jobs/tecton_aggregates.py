@@ -23,6 +23,7 @@ from engine import (
     String,
     TectonTimeConstant,
     TimeWindow,
+    TimeWindowSeries,
     batch_feature_view,
 )
 from engine.aggregation_functions import (
@@ -87,6 +88,35 @@ def user_activity(transactions: pl.DataFrame) -> pl.DataFrame:
 
 
 @batch_feature_view(
+    sources=[transactions],
+    entities=[user],
+    mode="pandas",
+    aggregation_interval=DAY,
+    feature_start_time=START,
+    timestamp_field="timestamp",
+    features=[
+        Aggregate(
+            input_column=quantity,
+            function="sum",
+            time_window=TimeWindowSeries(series_start=timedelta(days=-3), window_size=DAY),
+        ),
+        Aggregate(
+            input_column=quantity,
+            function="count",
+            time_window=TimeWindowSeries(
+                series_start=timedelta(days=-5),
+                window_size=timedelta(days=2),
+                step_size=DAY,
+                series_end=-DAY,
+            ),
+        ),
+    ],
+)
+def user_quantity_series(transactions: pd.DataFrame) -> pd.DataFrame:
+    return transactions[["user_id", "timestamp", "quantity"]]
+
+
+@batch_feature_view(
     sources=[
         transactions.select_range(
             start_time=TectonTimeConstant.MATERIALIZATION_START_TIME - timedelta(days=2),
@@ -95,6 +125,7 @@ def user_activity(transactions: pl.DataFrame) -> pl.DataFrame:
     ],
     entities=[user],
     mode="pandas",
+    incremental_backfills=True,
     batch_schedule=DAY,
     feature_start_time=START,
     timestamp_field="timestamp",
