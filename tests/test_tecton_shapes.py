@@ -555,6 +555,9 @@ def test_a_valid_declaration_gets_tectons_feature_names() -> None:
     ]
     assert [f.dtype for f in view.features] == [Float64, Float64, Float64]
     assert view.batch_schedule == timedelta(days=1)  # the interval, by default
+    # Tecton's arguments about backfills and deploys are taken as written
+    plain = declare(incremental_backfills=True, prevent_destroy=True)
+    assert [f.name for f in plain.features] == ["amount_sum_7d_1d"]
 
 
 @pytest.mark.parametrize(
@@ -604,6 +607,11 @@ def test_a_valid_declaration_gets_tectons_feature_names() -> None:
             },
             "a TimeWindowSeries needs a positive window_size and step_size, a series_end of "
             "zero or less, and room for a window",
+        ),
+        (
+            {"feature_start_time": None},
+            "Feature view 'user_sums' needs feature_start_time=datetime(...): where its "
+            "intervals begin",
         ),
         (
             {"aggregation_interval": None, "batch_schedule": timedelta(days=1)},

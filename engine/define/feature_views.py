@@ -546,7 +546,7 @@ def batch_feature_view(
     sources: Sequence[BatchSource | FilteredSource],
     entities: Sequence[Entity],
     features: Sequence[Attribute] | Sequence[Aggregate],
-    feature_start_time: datetime,
+    feature_start_time: datetime | None = None,
     batch_schedule: timedelta | str | Schedule | None = None,
     aggregation_interval: timedelta | str | None = None,
     timestamp_field: str | None = None,
@@ -566,6 +566,7 @@ def batch_feature_view(
     owner: str | None = None,
     tags: dict[str, str] | None = None,
     incremental_backfills: bool = False,
+    prevent_destroy: bool = False,
     **unsupported: Any,
 ) -> Callable[[Callable[..., Any]], BatchFeatureView]:
     """Declare a batch feature view over one or more batch sources.
@@ -577,6 +578,7 @@ def batch_feature_view(
     `aggregation_interval`, `features` are Aggregates of the columns the transform returns
     (and `batch_schedule` defaults to the interval). `incremental_backfills` is accepted as
     Tecton has it; a backfill always computes interval by interval here, as it then does.
+    `prevent_destroy` (Tecton's guard on `tecton apply`) is accepted and has no effect.
 
     Example:
         @batch_feature_view(mode="python", sources=[events], entities=[user],
@@ -632,7 +634,10 @@ def batch_feature_view(
         if schedule is None:
             raise DefinitionError(f"Feature view '{view}' needs batch_schedule.")
         if not isinstance(feature_start_time, datetime):
-            raise DefinitionError(f"Feature view '{view}' needs feature_start_time as a datetime.")
+            raise DefinitionError(
+                f"Feature view '{view}' needs feature_start_time=datetime(...): where its "
+                f"intervals begin (Tecton may leave it out; a Rivulet backfill tiles from it)."
+            )
         if isinstance(schedule, Months) and as_utc(feature_start_time).day > 28:
             raise DefinitionError(
                 f"Feature view '{view}': a monthly batch_schedule needs a feature_start_time on "
