@@ -44,6 +44,7 @@ class Publisher:
         self._views = {view.name: view for view in views if view.online}
         self.store = open_store(url, output) if self._views else None
         self._published = 0
+        self._newest: dict[str, datetime] = {}  # each aggregate view's newest interval start
 
     def close(self) -> None:
         if self.store is not None:
@@ -101,8 +102,12 @@ class Publisher:
         of `starts` (so an entity whose rows just left every window gets its count of 0).
         Intervals committed out of order (several workers) are so merged into the newest
         windows again as each arrives: the store keeps a row of the same time."""
-        committed = [file.start for file in committed_files(self._output, view.name)]
-        newest = max([*starts, *committed])
+        if view.name not in self._newest:  # listed once: later commits are the ones given
+            self._newest[view.name] = max(
+                (file.start for file in committed_files(self._output, view.name)),
+                default=min(starts),
+            )
+        newest = self._newest[view.name] = max(self._newest[view.name], *starts)
         end = boundary(
             view.feature_start_time,
             view.batch_schedule,

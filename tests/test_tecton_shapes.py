@@ -15,6 +15,7 @@ from typing import Any
 import duckdb
 import pandas as pd
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from engine import (
@@ -609,6 +610,20 @@ def test_a_valid_declaration_gets_tectons_feature_names() -> None:
             "zero or less, and room for a window",
         ),
         (
+            {
+                "features": [
+                    Aggregate(
+                        Field("amount", Float64),
+                        "sum",
+                        TimeWindowSeries(
+                            series_start=-7 * DAY, window_size=DAY, step_size=timedelta(0)
+                        ),
+                    )
+                ]
+            },
+            "a TimeWindowSeries needs a positive window_size and step_size",
+        ),
+        (
             {"feature_start_time": None},
             "Feature view 'user_sums' needs feature_start_time=datetime(...): where its "
             "intervals begin",
@@ -786,6 +801,10 @@ def test_deviations_of_large_values_keep_their_precision() -> None:
     values = [1.7e9 + v for v in (1, 2, 3, 4, 5, 6)]
     times = [utc(2024, 10, 26, h, 10) for h in (0, 0, 1, 1, 2, 2)]
     rows = pa.table({"k": ["a"] * 6, "ts": pa.array(times, pa.timestamp("us", "UTC")), "x": values})
+    early = pa.table(
+        {"k": ["a"], "ts": pa.array([utc(2024, 10, 25, 20)], rows["ts"].type), "x": [0.0]}
+    )
+    rows = pa.concat_tables([early, rows])  # small values outside the window change nothing
     got = windows_at(
         view,
         tile_rows(view, rows),
@@ -896,3 +915,30 @@ def passthrough(events):
     )
     with pytest.raises(SourceSchemaError, match="no column 'account' for the join key"):
         probe_sources(load_job(job).feature_views.values())
+
+
+def test_an_other_source_empty_for_an_interval_keeps_its_utc_times(write_job, tmp_path) -> None:
+    seen = tmp_path / "seen.parquet"
+    pq.write_table(
+        pa.table({"user_id": ["u1"], "seen": pa.array([datetime(2024, 10, 26, 5)])}), seen
+    )
+    job = write_job(
+        f"""
+import pandas as pd
+seen = BatchSource("seen", batch_config=FileConfig(uri={str(seen)!r}, timestamp_field="seen"))
+
+@batch_feature_view(sources=[events, seen], entities=[user], mode="pandas",
+    batch_schedule=timedelta(days=1), feature_start_time=datetime(2024, 10, 26),
+    features=[Attribute("seen_before", Int64)])
+def seen_before(events, seen):
+    both = events.merge(seen, on="user_id", how="left")
+    return both.assign(seen_before=(both["seen"] < both["timestamp"]).astype("int64"))[
+        ["user_id", "timestamp", "seen_before"]
+    ]
+"""
+    )
+    ran = backfill(job, datetime(2024, 10, 26), datetime(2024, 10, 28), output=tmp_path / "o")
+    assert ran.ok, ran.failed  # the second day has no row of `seen`
+    rows = read_features(job, "seen_before", output=tmp_path / "o").to_pylist()
+    assert {r["seen_before"] for r in rows if r["timestamp"] >= utc(2024, 10, 27)} == {0}
+    assert 1 in {r["seen_before"] for r in rows if r["user_id"] == "u1"}

@@ -113,7 +113,7 @@ class TimeWindowSeries:
 
     @property
     def step(self) -> timedelta:
-        return self.step_size or self.window_size
+        return self.window_size if self.step_size is None else self.step_size
 
     def windows(self) -> list[TimeWindow]:
         """Each window of the series as a TimeWindow (its offset its end's, from e)."""

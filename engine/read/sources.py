@@ -53,7 +53,8 @@ def read_table(
         return pa.Table.from_batches(batches)
     with duckdb_cursor() as con:
         base, params, _ = source_relation(con, view, source)
-        return con.sql(f"SELECT * FROM ({base}) LIMIT 0", params=params or None).to_arrow_table()
+        empty = con.sql(f"SELECT * FROM ({base}) LIMIT 0", params=params or None)
+        return _utc_window_column(view, source, empty.to_arrow_table())
 
 
 def _read_duckdb(

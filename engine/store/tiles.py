@@ -228,14 +228,6 @@ def _merge_query(
         f"{name} AS (PARTITION BY {keys} ORDER BY {AT} {text})" for text, name in frames.items()
     )
     inner = ", ".join(f"{sql} AS {alias}" for sql, alias in windowed.items())
-    pivots = {
-        quote(f"{a.column}__pivot"): f"min({quote(a.column + '__avg')}) OVER (PARTITION BY {keys})"
-        for a in view.aggregates
-        if a.function.name in SPREADS
-    }
-    if pivots:
-        pivoted = ", ".join(f"{sql} AS {name}" for name, sql in pivots.items())
-        stream = f"SELECT *, {pivoted} FROM ({stream})"
     return f"""
         SELECT {", ".join([keys, AT, *carried, *finished])} FROM (
             SELECT *, {inner} FROM ({stream}) WINDOW {windows}
@@ -286,12 +278,12 @@ def _merge_window(
     if name in ("first", "last") and n is None:
         pick = "arg_min" if name == "first" else "arg_max"
         return merged(f"{pick}({part(name)}, {part(name + '_t')})")
-    if name in SPREADS:  # the means measured from the entity's pivot, so nothing cancels
-        count, m2 = part("n"), part("m2")
-        mean = f"({part('avg')} - {quote(f'{aggregate.column}__pivot')})"
+    if name in SPREADS:  # two passes: the window's mean, then each tile's spread about it
+        count, mean, m2 = part("n"), part("avg"), part("m2")
         total, weighted = merged(f"sum({count})"), merged(f"sum({count} * {mean})")
-        squares, within = merged(f"sum({count} * {mean} * {mean})"), merged(f"sum({m2})")
-        spread = f"greatest({within} + {squares} - {weighted} * {weighted} / {total}, 0)"
+        tiles = merged(f"list({{'n': {count}, 'a': {mean}, 'm': {m2}}}) FILTER ({count} > 0)")
+        about = f"x.a - {weighted} / {total}"
+        spread = f"list_sum(list_transform({tiles}, lambda x: x.m + x.n * ({about}) ** 2))"
         less = 1 if name.endswith("samp") else 0
         variance = f"CASE WHEN {total} > {less} THEN {spread} / ({total} - {less}) END"
         return f"sqrt({variance})" if name.startswith("stddev") else variance
