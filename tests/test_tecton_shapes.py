@@ -356,6 +356,21 @@ def test_the_fraud_job_matches_its_golden_files_and_they_hold_the_windows() -> N
             assert row[f"amount_mean_{width}d_1d"] == pytest.approx(mean, rel=1e-12)
 
 
+def test_get_features_for_events_without_mock_inputs_reads_the_store(fraud_store) -> None:
+    view = load_job(FRAUD).feature_views["user_transaction_aggregates"]
+    events = spine()
+    read = view.get_features_for_events(
+        events, output=str(fraud_store), timestamp_field="event_time"
+    )
+    joined = get_historical_features(
+        events, [view], output=fraud_store, timestamp_field="event_time"
+    )
+    for feature in view.features:
+        ours = read.to_arrow()[f"user_transaction_aggregates__{feature.name}"]
+        assert ours.to_pylist() == joined[feature.name].to_pylist()
+    assert read.to_arrow().num_rows == events.num_rows
+
+
 def test_the_service_answers_the_online_windows(fraud_store) -> None:
     from engine import FeatureServer
 

@@ -71,11 +71,16 @@ def get_historical_features(
         )
     """
     views = [view for ref in features for view in _resolve(ref)]
+    return join_features(spine, views, committed_rows(output), timestamp_field, secrets_file)
 
-    def committed(view: BatchFeatureView, start: datetime | None, end: datetime) -> pa.Table:
+
+def committed_rows(output: str | Path) -> RowsOf:
+    """`rows_of` for `join_features`: the rows committed under `output`."""
+
+    def rows_of(view: BatchFeatureView, start: datetime | None, end: datetime) -> pa.Table:
         return read_view(view, output=output, start=start, end=end, ordered=not view.aggregates)
 
-    return join_features(spine, views, committed, timestamp_field, secrets_file)
+    return rows_of
 
 
 def join_features(

@@ -27,8 +27,7 @@ from engine.errors import SettingsError
 from engine.plan.intervals import tile
 from engine.plan.secrets import literal_secrets, redactor, resolve_secrets
 from engine.read.sources import read_table, read_window
-from engine.retrieve.historical import join_features
-from engine.retrieve.offline import read_view
+from engine.retrieve.historical import committed_rows, join_features
 from engine.runtime.caller import Caller, CallSpec, spread
 from engine.runtime.context import Resources, Secrets, run_sync
 from engine.runtime.limits import Limits
@@ -90,11 +89,8 @@ def features_for_events(
     computed from `mock_inputs` over every interval the events need, or read from the
     offline store at `output` without them."""
     if mock_inputs is None:
-
-        def committed(target: BatchFeatureView, start: datetime | None, end: datetime) -> pa.Table:
-            return read_view(target, output=output, start=start, end=end)
-
-        return Result(join_features(events, [view], committed, timestamp_field, prefixed=True))
+        rows_of = committed_rows(output)
+        return Result(join_features(events, [view], rows_of, timestamp_field, prefixed=True))
     mocked, first = _mocked(view, mock_inputs)
 
     def computed(target: BatchFeatureView, start: datetime | None, end: datetime) -> pa.Table:
