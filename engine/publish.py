@@ -22,8 +22,9 @@ from engine.errors import SettingsError
 from engine.faults import fault_point
 from engine.online.rows import namespace, newest_entries, table_entries
 from engine.online.stores import Entry, open_store
+from engine.plan.intervals import tile
 from engine.plan.job import load_job
-from engine.retrieve.offline import read_view
+from engine.retrieve.offline import read_files
 from engine.store.ledger import LEDGER_FOLDER, Ledger
 from engine.store.lock import output_lock
 from engine.store.parquet import DATA_FILE, committed_files, partition_dir
@@ -114,8 +115,16 @@ class Publisher:
             interval_index(view.feature_start_time, view.batch_schedule, newest) + 1,
         )
         reach = lookback(view)
-        since = None if reach is None else min(starts) - reach
-        tiles = read_view(view, output=self._output, start=since, end=end, ordered=False)
+        since = view.feature_start_time if reach is None else min(starts) - reach
+        # The intervals' own files, not a listing of the view's (which reads every file's
+        # metadata, once per publish: a backfill's publishing would grow with its square).
+        origin, schedule = view.feature_start_time, view.batch_schedule
+        paths = [
+            path
+            for start, _ in tile(origin, schedule, max(since, origin), end)
+            if (path := partition_dir(self._output, view.name, start) / DATA_FILE).exists()
+        ]
+        tiles = read_files(view, paths, output=self._output)
         keys = tiles.group_by([k.name for k in view.join_keys]).aggregate([])
         moments = pa.array([end] * keys.num_rows, pa.timestamp("us", "UTC"))
         found = windows_at(view, tiles, keys, moments)

@@ -9,6 +9,7 @@ in range that cannot be read is an error naming it, not a gap in the rows.
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import TextIO
@@ -88,7 +89,6 @@ def read_view(
         raise SettingsError(
             f"The start {start:%Y-%m-%d %H:%M} is not before the end {end:%Y-%m-%d %H:%M}."
         )
-    schema = stored_schema(view).remove_metadata()
 
     def overlaps(first: datetime, last: datetime) -> bool:
         return (end is None or first < end) and (start is None or last > start)
@@ -104,10 +104,28 @@ def read_view(
             f"an unreadable file aside to {quarantine_dir(output)} and computes its interval "
             f"again; read after that, or read a range that leaves it out."
         )
-    if not files:
+    table = read_files(view, [f.path for f in files], output=output, start=start, end=end)
+    if not ordered:
+        return table
+    order = [(view.timestamp_field, "ascending")] + [(k.name, "ascending") for k in view.join_keys]
+    return table.sort_by(order)  # Arrow's sort is stable: ties keep file order
+
+
+def read_files(
+    view: BatchFeatureView,
+    paths: Sequence[Path],
+    *,
+    output: str | Path,
+    start: datetime | None = None,
+    end: datetime | None = None,
+) -> pa.Table:
+    """The rows of the view's committed files at `paths` (under `output`) with the timestamp
+    in [start, end), as stored, in file order: for a reader that knows its files already."""
+    schema = stored_schema(view).remove_metadata()
+    if not paths:
         return schema.empty_table()
     columns = ", ".join(quote(name) for name in schema.names)
-    where, params = [], {"files": [str(f.path) for f in files]}
+    where, params = [], {"files": [str(path) for path in paths]}
     if start is not None:
         where, params["start"] = [f"{quote(view.timestamp_field)} >= $start"], start
     if end is not None:
@@ -125,10 +143,7 @@ def read_view(
                 f"read as its declared columns ({', '.join(schema.names)}): {one_line(exc)}. "
                 f"Were they written by another definition? Backfill with overwrite to rewrite."
             ) from exc
-    if not ordered:
-        return table.cast(schema)
-    order = [(view.timestamp_field, "ascending")] + [(k.name, "ascending") for k in view.join_keys]
-    return table.sort_by(order).cast(schema)  # Arrow's sort is stable: ties keep file order
+    return table.cast(schema)
 
 
 def _end(view: BatchFeatureView, start: datetime) -> datetime:
